@@ -1,0 +1,133 @@
+"""The config schema: every user-facing option, declared once with its type, default and help.
+
+Hydra composes `conf/config.yaml` and the groups over these dataclasses, so a typo in a key or a value of
+the wrong type stops at start-up with the key's full path. The free-form parts (the layer dict of `network`,
+the dataset dicts) are validated by their registries when they are built, with the same kind of message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional  # noqa: UP035  (OmegaConf needs typing generics)
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+def opt(default: Any = MISSING, help: str = "", factory: Any = None) -> Any:  # noqa: A002
+    """A dataclass field with a one-line help (shown in the README's configuration reference)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class NetworkConfig:
+    layers: Dict[str, Any] = opt(
+        factory=dict, help="RETURNN-style layer dict: name -> {class, from, n_out, activation, loss, ...}"
+    )
+    vars: Dict[str, Any] = opt(
+        factory=dict, help="free variables for the layer dict, used as ${network.vars.NAME} (e.g. lstm_dim)"
+    )
+
+
+@dataclass
+class DatasetsConfig:
+    train: Optional[Dict[str, Any]] = opt(None, "training dataset: {class: NAME, ...its options}")
+    dev: Optional[Dict[str, Any]] = opt(None, "dev dataset, scored every epoch (its score steers LR control)")
+    eval: Optional[Dict[str, Any]] = opt(None, "extra dataset scored every epoch and by task=eval")
+
+
+@dataclass
+class BatchingConfig:
+    batch_size: int = opt(5000, "max padded frames per batch (max_len * num_seqs), RETURNN's batch_size")
+    max_seqs: int = opt(40, "max sequences per batch")
+    max_seq_length: Optional[int] = opt(None, "drop training sequences longer than this (counted in the log)")
+    min_seq_length: Optional[int] = opt(None, "drop training sequences shorter than this (counted in the log)")
+    chunking: Optional[str] = opt(None, "'size:step': cut training sequences into overlapping chunks")
+    eval_batch_size: Optional[int] = opt(None, "batch_size for dev/eval/search (default: batch_size)")
+    num_workers: int = opt(0, "DataLoader worker processes for loading and features (0: in the main process)")
+    prefetch_factor: int = opt(2, "batches prefetched per worker")
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = opt(MISSING, "torch optimizer: adam, adamw, sgd")
+    lr: float = opt(1e-3, "base learning rate (lr_control.learning_rate defaults to it)")
+    weight_decay: float = opt(0.0, "L2 penalty (decoupled for adamw)")
+
+
+@dataclass
+class AdamConfig(OptimizerConfig):
+    name: str = "adam"
+    betas: List[float] = opt(factory=lambda: [0.9, 0.999], help="Adam beta1, beta2")
+    eps: float = opt(1e-8, "Adam epsilon")
+    amsgrad: bool = opt(False, "use the AMSGrad variant")
+
+
+@dataclass
+class AdamWConfig(AdamConfig):
+    name: str = "adamw"
+    weight_decay: float = opt(0.01, "decoupled weight decay")
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    name: str = "sgd"
+    momentum: float = opt(0.0, "momentum factor")
+    nesterov: bool = opt(False, "Nesterov momentum (needs momentum > 0)")
+
+
+@dataclass
+class LRControlConfig:
+    type: str = opt("constant", "learning-rate control: constant, newbob, newbob_abs, newbob_multi_epoch")
+    learning_rate: float = opt("${optimizer.lr}", "initial learning rate (default: optimizer.lr)")
+    learning_rates: Optional[Any] = opt(None, "per-epoch LRs applied first: a list (epoch 1..) or {epoch: lr}")
+    min_learning_rate: float = opt(0.0, "the LR never goes below this")
+
+
+@dataclass
+class EngineConfig:
+    num_epochs: int = opt(20, "train until this epoch (a partition_epoch sub-epoch counts as one epoch)")
+    device: str = opt("auto", "auto (cuda if available), cpu, cuda, cuda:N")
+    torch_amp: Optional[str] = opt(None, "autocast dtype: null, bfloat16, float16")
+    seed: int = opt(42, "random seed for parameters, dropout and everything not tied to the epoch")
+    gradient_clip_global_norm: Optional[float] = opt(None, "clip the global gradient norm to this")
+    accum_grad_multiple_step: int = opt(1, "accumulate gradients over this many steps per update")
+    save_interval: int = opt(1, "write a checkpoint every N epochs (the last epoch always)")
+    log_interval: int = opt(50, "steps between log lines when the progress bar is off")
+    progress_bar: Optional[bool] = opt(None, "show a progress bar (default: when stdout is a terminal)")
+    tensorboard: bool = opt(True, "write TensorBoard event files to <run dir>/tensorboard")
+    num_threads: Optional[int] = opt(None, "torch intra-op threads on CPU (default: torch's choice)")
+
+
+@dataclass
+class TaskConfig:
+    name: str = opt("train", "train, eval, nop, nop_init_net_train, initialize_model, ...")
+    load_epoch: Optional[int] = opt(None, "checkpoint epoch to load (eval etc.; default: the last one)")
+    eval_datasets: List[str] = opt(factory=lambda: ["dev", "eval"], help="datasets task=eval scores")
+
+
+@dataclass
+class Config:
+    network: NetworkConfig = opt(factory=NetworkConfig, help="the model")
+    dataset: DatasetsConfig = opt(factory=DatasetsConfig, help="train/dev/eval datasets")
+    batching: BatchingConfig = opt(factory=BatchingConfig, help="how sequences become batches")
+    optimizer: OptimizerConfig = opt(MISSING, "optimizer group: adam, adamw, sgd")
+    lr_control: LRControlConfig = opt(factory=LRControlConfig, help="learning-rate control")
+    engine: EngineConfig = opt(factory=EngineConfig, help="training loop")
+    task: TaskConfig = opt(factory=TaskConfig, help="what to run")
+    model_dir: str = opt("models", "checkpoint folder, relative to the run dir")
+
+
+def register_configs() -> None:
+    """Put the schemas into Hydra's ConfigStore; each group YAML names its schema in its defaults list."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(group="network", name="network_schema", node=NetworkConfig)
+    cs.store(group="dataset", name="dataset_schema", node=DatasetsConfig)
+    cs.store(group="optimizer", name="adam_schema", node=AdamConfig)
+    cs.store(group="optimizer", name="adamw_schema", node=AdamWConfig)
+    cs.store(group="optimizer", name="sgd_schema", node=SGDConfig)
+    cs.store(group="lr_control", name="lr_control_schema", node=LRControlConfig)
+    cs.store(group="task", name="task_schema", node=TaskConfig)

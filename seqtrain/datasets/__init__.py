@@ -1,0 +1,10 @@
+"""Datasets, registered by name (`class: task12ax`); importing this package registers them all."""
+
+from seqtrain.registry import Registry
+
+DATASETS = Registry("dataset")
+
+from seqtrain.datasets import generating  # noqa: E402, F401  (registers)
+from seqtrain.datasets.base import DataSpec, Dataset, DatasetOptions, build_dataset  # noqa: E402
+
+__all__ = ["DATASETS", "DataSpec", "Dataset", "DatasetOptions", "build_dataset"]
