@@ -80,10 +80,78 @@ class SGDConfig(OptimizerConfig):
 
 @dataclass
 class LRControlConfig:
-    type: str = opt("constant", "learning-rate control: constant, newbob, newbob_abs, newbob_multi_epoch")
+    type: str = opt(
+        "constant", "learning-rate control: constant, newbob, newbob_abs, newbob_multi_epoch, plateau"
+    )
     learning_rate: float = opt("${optimizer.lr}", "initial learning rate (default: optimizer.lr)")
-    learning_rates: Optional[Any] = opt(None, "per-epoch LRs applied first: a list (epoch 1..) or {epoch: lr}")
-    min_learning_rate: float = opt(0.0, "the LR never goes below this")
+    learning_rates: Optional[Any] = opt(
+        None, "per-epoch LRs applied first: a list (epoch 1..) or {epoch: lr}"
+    )
+    min_learning_rate: float = opt(0.0, "a decay never takes the LR below this")
+    newbob_learning_rate_decay: float = opt(0.5, "newbob*: LR factor when the score did not improve enough")
+    newbob_learning_rate_growth: float = opt(1.0, "newbob*: factor applied when it does (1.0: keep the LR)")
+    newbob_relative_error_threshold: float = opt(
+        -0.01, "newbob, newbob_multi_epoch: decay when the relative score change is above this"
+    )
+    newbob_relative_error_grow_threshold: Optional[float] = opt(
+        None, "newbob_multi_epoch: grow when the mean relative change is below this (default: the threshold)"
+    )
+    newbob_relative_error_div_by_old: bool = opt(
+        False, "relative change = (new - old) / |old| instead of RETURNN's default / |new|"
+    )
+    newbob_error_threshold: float = opt(-0.01, "newbob_abs: decay when new - old score is above this")
+    newbob_multi_num_epochs: int = opt(5, "newbob_multi_epoch: average the relative change over N epochs")
+    newbob_multi_update_interval: Optional[int] = opt(
+        None, "newbob_multi_epoch: change the LR only every N epochs (default: newbob_multi_num_epochs)"
+    )
+    learning_rate_control_error_measure: Optional[Any] = opt(
+        None, "score key (or list of keys) that steers, e.g. dev_error_output (default: the dev score)"
+    )
+    learning_rate_control_relative_error_relative_lr: bool = opt(
+        False, "divide the relative change by LR / learning_rate (expect smaller gains at smaller LRs)"
+    )
+    learning_rate_control_min_num_epochs_per_new_lr: int = opt(0, "keep a new LR for at least N epochs")
+    plateau_factor: float = opt(0.1, "plateau: torch ReduceLROnPlateau factor")
+    plateau_patience: int = opt(10, "plateau: epochs without improvement before the LR is reduced")
+    plateau_threshold: float = opt(1e-4, "plateau: minimal change that counts as an improvement")
+    plateau_threshold_mode: str = opt("rel", "plateau: rel or abs")
+    plateau_cooldown: int = opt(0, "plateau: epochs to wait after a reduction")
+    warmup_steps: int = opt(0, "per-step warmup over this many steps (0: none), times the epoch LR")
+    warmup_mode: str = opt("linear", "warmup curve: linear or exponential")
+    warmup_start_factor: float = opt(0.0, "warmup starts at this fraction of the LR (> 0 for exponential)")
+    step_decay: str = opt(
+        "none", "per-step factor after warmup: none, inverse_sqrt (sqrt(warmup_steps/step)), noam"
+    )
+
+
+@dataclass
+class PretrainConfig:
+    enabled: bool = opt(False, "grow the network layer-wise over the first epochs (RETURNN's pretrain)")
+    construction_algo: str = opt(
+        "from_output", "from_output, from_input, or a dotted path to fn(idx, net_dict) -> net_dict|None"
+    )
+    repetitions: Any = opt(1, "epochs per stage: an int, or a list (the last entry repeats)")
+    copy_output_layer: bool = opt(True, "copy the output layer's parameters to the next stage (else re-init)")
+    learning_rate: Optional[float] = opt(
+        None, "fixed LR of the pretrain epochs (default: lr_control.learning_rate), RETURNN pretrain_learning_rate"
+    )
+    use_learning_rate_control_always: bool = opt(
+        False, "let lr_control set the LR in pretrain epochs too, instead of the fixed one"
+    )
+
+
+@dataclass
+class CleanupConfig:
+    enabled: bool = opt(False, "delete old checkpoints after each epoch (RETURNN's cleanup_old_models)")
+    keep_last_n: int = opt(2, "always keep the checkpoints of the last N epochs")
+    keep_best_n: int = opt(4, "keep the N best epochs by each score key selected by best_by")
+    keep: Optional[List[int]] = opt(
+        None, "epochs always kept (default: RETURNN's pattern, e.g. 4, 8, ... and 5, 10, 20, ...)"
+    )
+    best_by: List[str] = opt(
+        factory=lambda: ["dev_"], help="score-key prefixes whose best epochs are kept ('' = all, as RETURNN)"
+    )
+    best_link: bool = opt(True, "keep models/best.pt pointing at the best checkpoint by the control score")
 
 
 @dataclass
