@@ -1,0 +1,3 @@
+from seqtrain.app import main
+
+main()

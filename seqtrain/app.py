@@ -1,0 +1,97 @@
+"""The Hydra entry point: compose the config, build the parts on demand, run the task. No training logic."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from functools import cached_property
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from seqtrain.config import Config, register_configs
+from seqtrain.errors import ConfigError, SeqtrainError
+
+log = logging.getLogger("seqtrain")
+register_configs()
+_task_started = False  # tells main() whether a failure came from Hydra's composition or from the task
+
+
+class Experiment:
+    """The parts of one run, each built the first time a task asks for it."""
+
+    def __init__(self, cfg: Config, run_dir: Path):
+        self.cfg = cfg
+        self.run_dir = run_dir
+
+    @cached_property
+    def datasets(self) -> dict:
+        from seqtrain.datasets import build_dataset
+
+        ds_cfg = self.cfg.dataset
+        if ds_cfg.train is None and ds_cfg.dev is None and ds_cfg.eval is None:
+            raise ConfigError("dataset: no train, dev or eval dataset configured")
+        return {name: build_dataset(getattr(ds_cfg, name), f"dataset.{name}") for name in ("train", "dev", "eval")}
+
+    @cached_property
+    def network(self):
+        from seqtrain.network import Network
+
+        torch.manual_seed(self.cfg.engine.seed)
+        first = next(ds for ds in self.datasets.values() if ds is not None)
+        return Network(self.cfg.network.layers, first.extern_data)
+
+    @cached_property
+    def engine(self):
+        from seqtrain.engine import Engine
+
+        return Engine(self.cfg, self.network, self.datasets, self.run_dir)
+
+
+def to_config(cfg: DictConfig) -> Config:
+    """The typed config object; interpolation errors name the key."""
+    try:
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", "") or ""
+        raise ConfigError(f"{key}: {exc.msg}" if key else str(exc)) from None
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def run(dict_cfg: DictConfig) -> None:
+    global _task_started
+    _task_started = True
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        cfg = to_config(dict_cfg)
+        if cfg.engine.num_threads:
+            torch.set_num_threads(cfg.engine.num_threads)
+        log.info("run dir: %s; task: %s", run_dir, cfg.task.name)
+        from seqtrain.tasks import run_task
+
+        run_task(cfg.task.name, Experiment(cfg, run_dir))
+    except SeqtrainError as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        log.error("%s", exc)
+        sys.exit(2)
+
+
+def main() -> None:
+    """`python -m seqtrain`: user mistakes exit with status 2 and one line, bugs with a traceback."""
+    try:
+        run()
+    except SystemExit as exc:
+        # Hydra reports composition errors (unknown key, wrong type, missing group) itself, then exits 1.
+        if exc.code == 1 and not _task_started:
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

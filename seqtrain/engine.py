@@ -1,0 +1,212 @@
+"""Engine: the training and scoring loops, checkpoints and resume. Nothing model-specific lives here.
+
+Each epoch: train steps → dev/eval scores → LR control → learning_rates file → checkpoint → TensorBoard.
+A run directory that already has checkpoints continues from the last one with identical results.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from seqtrain import checkpoint
+from seqtrain.config import Config
+from seqtrain.data import Batch, iterate_batches
+from seqtrain.datasets.base import Dataset
+from seqtrain.errors import TrainingError
+from seqtrain.reporting import Progress, TensorBoard
+from seqtrain.lr_control import build_lr_control
+from seqtrain.network import Network
+from seqtrain.optim import build_optimizer, set_learning_rate
+from seqtrain.scores import ScoreAccumulator
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Engine:
+    def __init__(self, cfg: Config, network: Network, datasets: dict[str, Dataset], run_dir: Path):
+        self.cfg = cfg
+        self.device = pick_device(cfg.engine.device)
+        self.network = network.to(self.device)
+        self.datasets = datasets
+        self.run_dir = Path(run_dir)
+        self.model_dir = self.run_dir / cfg.model_dir
+        self.optimizer = build_optimizer(cfg.optimizer, self.network.parameters())
+        self.lr_control = build_lr_control(cfg.lr_control)
+        self.epoch = 0  # the last finished epoch
+        self.global_step = 0
+        amp = cfg.engine.torch_amp
+        self.amp_dtype = {None: None, "bfloat16": torch.bfloat16, "float16": torch.float16}[amp]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.tb = TensorBoard(self.run_dir / "tensorboard" if cfg.engine.tensorboard else None)
+
+    # --- checkpoints ---
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "model": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_control": self.lr_control.state_dict(),
+            "rng": checkpoint.rng_state(),
+        }
+
+    def save_checkpoint(self) -> Path:
+        path = checkpoint.checkpoint_path(self.model_dir, self.epoch)
+        checkpoint.save(path, self.state_dict())
+        log.info("saved %s", path)
+        return path
+
+    def load_checkpoint(self, epoch: int, model_only: bool = False) -> None:
+        path = checkpoint.checkpoint_path(self.model_dir, epoch)
+        state = checkpoint.load(path, self.device)
+        try:
+            self.network.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            from seqtrain.errors import CheckpointError
+
+            raise CheckpointError(f"{path}: does not fit the configured network: "
+                                  f"{str(exc).splitlines()[0]}") from None
+        self.epoch, self.global_step = state["epoch"], state["global_step"]
+        if not model_only:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.lr_control.load_state_dict(state["lr_control"])
+            checkpoint.set_rng_state(state["rng"])
+        log.info("loaded %s (epoch %d, step %d)", path, self.epoch, self.global_step)
+
+    def resume(self) -> None:
+        """Continue from the last checkpoint in the run dir, if any."""
+        epochs = checkpoint.list_epochs(self.model_dir)
+        if epochs:
+            self.load_checkpoint(epochs[-1])
+
+    # --- training ---
+    def train(self) -> None:
+        self.resume()
+        if self.epoch >= self.cfg.engine.num_epochs:
+            log.info("already trained %d of %d epochs; nothing to do", self.epoch, self.cfg.engine.num_epochs)
+        while self.epoch < self.cfg.engine.num_epochs:
+            epoch = self.epoch + 1
+            lr = self.lr_control.learning_rate(epoch)
+            train_scores = self.train_epoch(epoch, lr)
+            self.epoch = epoch
+            scores = {**train_scores, **self.score_datasets(["dev", "eval"])}
+            self.lr_control.set_epoch_scores(epoch, scores)
+            self.lr_control.save(str(self.run_dir / "learning_rates"))
+            self.log_epoch(epoch, lr, scores)
+            is_last = epoch == self.cfg.engine.num_epochs
+            if epoch % self.cfg.engine.save_interval == 0 or is_last:
+                self.save_checkpoint()
+        self.tb.close()
+
+    def train_epoch(self, epoch: int, lr: float) -> dict[str, float]:
+        self.network.train()
+        engine_cfg = self.cfg.engine
+        accum = engine_cfg.accum_grad_multiple_step
+        totals = ScoreAccumulator()
+        progress = Progress(f"epoch {epoch}", engine_cfg.progress_bar, engine_cfg.log_interval)
+        batches = self.batches("train", epoch, train=True)
+        step_in_epoch = -1
+        self.optimizer.zero_grad(set_to_none=True)
+        for step_in_epoch, (batch, data, is_last) in enumerate(_with_last(batches)):
+            start = time.perf_counter()
+            step_lr = lr * self.lr_control.step_factor(self.global_step)
+            set_learning_rate(self.optimizer, step_lr)
+            with self.autocast():
+                outputs = self.network(data)
+                losses = self.network.losses(outputs, data)
+                total = self.network.total_loss(losses)
+            self.check_finite(total, losses, batch, epoch, step_in_epoch)
+            self.scaler.scale(total / accum if accum > 1 else total).backward()
+            grad_norm = None
+            if (step_in_epoch + 1) % accum == 0 or is_last:
+                grad_norm = self.update()
+            frames = int(sum(v.num_frames for v in losses.values()) / max(len(losses), 1))
+            step_scores = totals.add(losses)
+            self.global_step += 1
+            elapsed = time.perf_counter() - start
+            progress.update(step_scores, frames, elapsed)
+            self.tb.step(self.global_step, step_scores, step_lr, grad_norm, frames / max(elapsed, 1e-9))
+        progress.close()
+        if step_in_epoch < 0:
+            raise TrainingError(f"epoch {epoch}: the training data gave no batch (check dataset.train and "
+                                "batching.max_seq_length/min_seq_length)")
+        return totals.scores("train")
+
+    def update(self) -> float:
+        """One optimizer step with optional global-norm clipping; returns the gradient norm."""
+        self.scaler.unscale_(self.optimizer)
+        clip = self.cfg.engine.gradient_clip_global_norm
+        params = [p for p in self.network.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf"))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+    def check_finite(self, total: torch.Tensor, losses, batch: Batch, epoch: int, step: int) -> None:
+        value = float(total.detach())
+        if not math.isfinite(value):
+            per_layer = ", ".join(f"{k}={float(v.loss_sum):.4g}" for k, v in losses.items())
+            tags = ", ".join(batch.tags[:10]) + (" ..." if len(batch.tags) > 10 else "")
+            raise TrainingError(f"epoch {epoch} step {step} (global step {self.global_step}): loss is {value} "
+                                f"({per_layer}); sequences: {tags}")
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # --- scoring ---
+    def score_datasets(self, names: list[str]) -> dict[str, float]:
+        scores = {}
+        for name in names:
+            if self.datasets.get(name) is not None:
+                scores.update(self.score(name))
+        return scores
+
+    @torch.no_grad()
+    def score(self, name: str) -> dict[str, float]:
+        """Loss per frame (`{name}_score_{layer}`) and frame error rate (`{name}_error_{layer}`)."""
+        self.network.eval()
+        totals = ScoreAccumulator()
+        for _, data, _ in _with_last(self.batches(name, self.epoch or 1, train=False)):
+            with self.autocast():
+                outputs = self.network(data)
+                totals.add(self.network.losses(outputs, data))
+        return totals.scores(name)
+
+    def batches(self, name: str, epoch: int, train: bool) -> Iterator[tuple[Batch, dict]]:
+        ds = self.datasets[name]
+        for batch in iterate_batches(ds, self.cfg.batching, epoch, train):
+            yield batch, batch.tensors(ds.extern_data, self.device)
+
+    def log_epoch(self, epoch: int, lr: float, scores: dict[str, float]) -> None:
+        text = " ".join(f"{k} {v:.4g}" for k, v in sorted(scores.items()))
+        log.info("epoch %d: lr %.4g %s", epoch, lr, text)
+        self.tb.epoch(epoch, lr, scores)
+
+
+def _with_last(items):
+    """Yield (*item, is_last) so the caller knows the last element without materializing the list."""
+    it = iter(items)
+    try:
+        prev = next(it)
+    except StopIteration:
+        return
+    for item in it:
+        yield (*prev, False)
+        prev = item
+    yield (*prev, True)

@@ -1,0 +1,100 @@
+"""The `rec` layer: an LSTM or GRU over time, in either direction, exact on padded batches.
+
+Parameters use torch.nn.LSTM's gate layout (i, f, g, o) with one bias, so `nativelstm` (our kernel) and
+`standardlstm` (torch's) share the same state_dict: a checkpoint trained with one loads into the other.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from seqtrain.config import opt
+from seqtrain.datasets.base import DataSpec
+from seqtrain.layers.base import LAYERS, Layer, LayerOptions
+from seqtrain.tensor import Dim, Tensor
+
+UNITS = ("lstm", "nativelstm", "standardlstm", "gru")
+
+
+@dataclass
+class RecOptions(LayerOptions):
+    n_out: int = opt(help="hidden size")
+    unit: str = opt("lstm", "lstm (ours if built, else torch's), nativelstm, standardlstm, gru")
+    direction: int = opt(1, "1: forward in time, -1: backward (each sequence from its own last frame)")
+
+
+def reverse_padded(x: torch.Tensor, seq_lens: torch.Tensor) -> torch.Tensor:
+    """Reverse each sequence of [batch, time, ...] within its length; padding stays in place."""
+    steps = torch.arange(x.shape[1], device=x.device)[None, :]
+    lens = seq_lens[:, None].to(x.device)
+    idx = torch.where(steps < lens, lens - 1 - steps, steps)
+    return x.gather(1, idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand_as(x))
+
+
+@LAYERS.register("rec", RecOptions)
+class RecLayer(Layer):
+    def __init__(self, name: str, opts: RecOptions, inputs: list[DataSpec]):
+        super().__init__(name, opts, inputs)
+        self.dense_input(inputs[0], self)
+        if opts.unit not in UNITS:
+            raise self.error(f"unit: unknown {opts.unit!r}; known: {', '.join(UNITS)}")
+        if opts.direction not in (1, -1):
+            raise self.error(f"direction: must be 1 or -1, got {opts.direction}")
+        if not inputs[0].time:
+            raise self.error("needs an input with a time axis")
+        gates = 3 if opts.unit == "gru" else 4
+        hidden, n_in = opts.n_out, inputs[0].dim
+        self.weight_ih = nn.Parameter(torch.empty(gates * hidden, n_in))
+        self.weight_hh = nn.Parameter(torch.empty(gates * hidden, hidden))
+        self.bias = nn.Parameter(torch.zeros(gates * hidden))
+        if opts.unit == "gru":  # GRU's candidate gate needs its recurrent bias inside r * (W_hn h + b_hn)
+            self.bias_hh = nn.Parameter(torch.zeros(gates * hidden))
+        self.reset_parameters()
+        self.out_spec = DataSpec(hidden, time=True)
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.opts.n_out)  # as torch.nn.LSTM
+        for p in (self.weight_ih, self.weight_hh):
+            nn.init.uniform_(p, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        time = x.time_dim
+        raw = x.raw if self.opts.direction == 1 else reverse_padded(x.raw, time.seq_lens)
+        y = self.run_unit(raw, time.seq_lens)
+        if self.opts.direction == -1:
+            y = reverse_padded(y, time.seq_lens)
+        out = Tensor(y, (x.batch_dim, time, Dim(f"{self.name}:feature", self.opts.n_out)))
+        return out.zero_padding()
+
+    def run_unit(self, x: torch.Tensor, seq_lens: torch.Tensor) -> torch.Tensor:
+        """[batch, time, in] -> [batch, time, hidden], forward in time. Frames past a sequence's end are
+        computed but never feed a real frame, so they are only zeroed afterwards."""
+        unit = self.opts.unit
+        if unit in ("nativelstm", "lstm") and self.use_native():
+            from seqtrain import ops
+
+            y, _ = ops.lstm(x.transpose(0, 1), self.weight_ih, self.weight_hh, self.bias, seq_lens.cpu())
+            return y.transpose(0, 1)
+        h0 = x.new_zeros(1, x.shape[0], self.opts.n_out)
+        if unit == "gru":
+            weights = [self.weight_ih, self.weight_hh, self.bias, self.bias_hh]
+            y, _ = torch.gru(x, h0, weights, True, 1, 0.0, self.training, False, True)
+            return y
+        weights = [self.weight_ih, self.weight_hh, self.bias, torch.zeros_like(self.bias)]
+        y, _, _ = torch.lstm(x, (h0, h0), weights, True, 1, 0.0, self.training, False, True)
+        return y
+
+    def use_native(self) -> bool:
+        try:
+            from seqtrain import ops
+        except ImportError:
+            ops = None
+        if self.opts.unit == "nativelstm":
+            if ops is None:
+                raise self.error("unit nativelstm: the seqtrain.ops kernels are not available")
+            return True
+        return ops is not None and ops.native_available()

@@ -1,0 +1,151 @@
+"""Network: builds the layers of a RETURNN-style layer dict, from the output layers back through `from`.
+
+`from` defaults to `data`; `data:KEY` reads another data key; a list of sources is concatenated on the
+feature dim. Names starting with `#` are ignored. Layers are submodules named like the dict keys, so
+state_dict keys read `layers.<layer>.<param>`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqtrain.datasets.base import DataSpec
+from seqtrain.errors import ConfigError, NetworkError
+from seqtrain.layers import LAYERS, Layer
+from seqtrain.layers.loss import LOSSES, LossValue, check_loss
+from seqtrain.registry import parse_options
+from seqtrain.tensor import Dim, Tensor
+
+
+class Network(nn.Module):
+    def __init__(self, layer_dict: Mapping[str, Any], extern_data: dict[str, DataSpec]):
+        super().__init__()
+        self.extern_data = extern_data
+        self.layer_dict = {k: v for k, v in layer_dict.items() if not str(k).startswith("#")}
+        self.sources: dict[str, list[str]] = {}
+        self.specs: dict[str, DataSpec] = {}
+        self.layers = nn.ModuleDict()
+        outputs = self.output_layer_names()
+        if not outputs:
+            raise ConfigError("network.layers: no output layer (name one 'output', give a layer a 'loss', "
+                              "or set is_output_layer: true)")
+        for name in outputs:
+            self._build(name, [])
+
+    def output_layer_names(self) -> list[str]:
+        def is_output(name: str, d: Any) -> bool:
+            return name == "output" or (isinstance(d, Mapping) and (d.get("loss") or d.get("is_output_layer")))
+
+        return [name for name, d in self.layer_dict.items() if is_output(name, d)]
+
+    @property
+    def loss_layers(self) -> list[str]:
+        return [name for name, layer in self.layers.items() if layer.opts.loss]
+
+    # --- construction ---
+    def _build(self, name: str, stack: list[str]) -> DataSpec:
+        if name in self.specs:
+            return self.specs[name]
+        if name in stack:
+            raise NetworkError(name, f"cycle in 'from': {' -> '.join([*stack[stack.index(name):], name])}")
+        options = self.layer_dict[name]
+        if not isinstance(options, Mapping):
+            raise NetworkError(name, f"expected a dict of layer options, got {options!r}")
+        if "." in name:
+            raise NetworkError(name, "layer names must not contain '.'")
+        options = dict(options)
+        class_name = options.pop("class", None)
+        if class_name is None:
+            raise NetworkError(name, f"missing 'class'; known: {', '.join(LAYERS.names())}")
+        sources = options.pop("from", "data")
+        sources = [sources] if isinstance(sources, str) else list(sources)
+        inputs = [self._source_spec(name, src, [*stack, name]) for src in sources]
+        cls, schema = LAYERS.get(class_name, f"network.layers.{name}.class")
+        self._default_n_out(options, schema)
+        opts = parse_options(schema, options, f"network.layers.{name}")
+        if opts.loss:
+            check_loss(name, opts.loss, opts.loss_opts)
+            if opts.target not in self.extern_data:
+                raise NetworkError(name, f"target: unknown data key {opts.target!r}; "
+                                   f"known: {', '.join(self.extern_data)}")
+        if cls.concat_sources and len(inputs) > 1:
+            inputs = [self._concat_spec(name, inputs)]
+        layer: Layer = cls(name, opts, inputs)
+        self.layers[name] = layer
+        self.sources[name] = sources
+        self.specs[name] = layer.out_spec
+        return layer.out_spec
+
+    def _default_n_out(self, options: dict, schema: type) -> None:
+        """As RETURNN: a layer with a loss on a sparse target gets n_out = the number of classes."""
+        target = self.extern_data.get(options.get("target", "classes"))
+        has_n_out = any(f.name == "n_out" for f in dataclasses.fields(schema))
+        if has_n_out and "n_out" not in options and options.get("loss") and target is not None and target.sparse:
+            options["n_out"] = target.dim
+
+    def _source_spec(self, layer: str, src: str, stack: list[str]) -> DataSpec:
+        if src == "data" or src.startswith("data:"):
+            key = src.partition(":")[2] or "data"
+            if key not in self.extern_data:
+                raise NetworkError(layer, f"from: unknown data key {key!r}; known: {', '.join(self.extern_data)}")
+            return self.extern_data[key]
+        if src not in self.layer_dict:
+            raise NetworkError(layer, f"from: unknown layer {src!r}; known: {', '.join(self.layer_dict)}")
+        return self._build(src, stack)
+
+    @staticmethod
+    def _concat_spec(layer: str, inputs: list[DataSpec]) -> DataSpec:
+        if any(s.sparse for s in inputs):
+            raise NetworkError(layer, "from: cannot concatenate sparse sources (class indices); embed them first")
+        if len({s.time for s in inputs}) > 1:
+            raise NetworkError(layer, "from: cannot concatenate sources with and without a time axis")
+        return DataSpec(sum(s.dim for s in inputs), time=inputs[0].time)
+
+    # --- running ---
+    def forward(self, data: dict[str, Tensor]) -> dict[str, Tensor]:
+        outputs: dict[str, Tensor] = {}
+        for name, layer in self.layers.items():  # insertion order is a topological order
+            inputs = [data[s.partition(":")[2] or "data"] if s.split(":")[0] == "data" else outputs[s]
+                      for s in self.sources[name]]
+            if layer.opts.dropout and self.training:
+                inputs = [x if x.sparse_dim is not None else x.copy(raw=F.dropout(x.raw, layer.opts.dropout))
+                          for x in inputs]
+            if layer.concat_sources and len(inputs) > 1:
+                inputs = [self._concat(name, inputs)]
+            outputs[name] = layer(*inputs)
+        return outputs
+
+    @staticmethod
+    def _concat(name: str, inputs: list[Tensor]) -> Tensor:
+        first = inputs[0]
+        if len({x.raw.shape[:-1] for x in inputs}) > 1:
+            shapes = ", ".join(str(tuple(x.raw.shape)) for x in inputs)
+            raise NetworkError(name, f"from: sources differ in batch/time shape: {shapes}")
+        raw = torch.cat([x.raw for x in inputs], dim=-1)
+        return first.with_feature(raw, Dim(f"{name}:concat", raw.shape[-1]))
+
+    def losses(self, outputs: dict[str, Tensor], data: dict[str, Tensor]) -> dict[str, LossValue]:
+        """One LossValue per layer with a `loss`, keyed by layer name."""
+        result = {}
+        for name in self.loss_layers:
+            opts = self.layers[name].opts
+            result[name] = LOSSES[opts.loss](outputs[name], data[opts.target], opts.loss_opts, name)
+        return result
+
+    def total_loss(self, losses: dict[str, LossValue]) -> torch.Tensor:
+        """What the gradient is taken of: per layer, the frame sum (or per-frame mean) times loss_scale."""
+        total = 0.0
+        for name, value in losses.items():
+            opts = self.layers[name].opts
+            loss = value.loss_sum / value.num_frames.clamp_min(1) if opts.use_normalized_loss else value.loss_sum
+            total = total + opts.loss_scale * loss
+        return total
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())

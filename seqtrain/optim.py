@@ -1,0 +1,30 @@
+"""Optimizers by name, from the `optimizer` config group."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from seqtrain.config import OptimizerConfig
+from seqtrain.errors import ConfigError
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+def build_optimizer(cfg: OptimizerConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    if cfg.name in ("adam", "adamw"):
+        cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
+        return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay,
+                   amsgrad=cfg.amsgrad)
+    if cfg.name == "sgd":
+        if cfg.nesterov and cfg.momentum <= 0:
+            raise ConfigError("optimizer.nesterov: needs optimizer.momentum > 0")
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    raise ConfigError(f"optimizer.name: unknown {cfg.name!r}; known: {', '.join(OPTIMIZERS)}")
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -1,0 +1,32 @@
+"""Sums of losses and frame errors over an epoch, reported per frame under RETURNN's score-key names."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from seqtrain.layers.loss import LossValue
+
+
+class ScoreAccumulator:
+    def __init__(self):
+        self.sums: dict[str, float] = defaultdict(float)
+        self.frames: dict[str, float] = defaultdict(float)
+
+    def add(self, losses: dict[str, LossValue]) -> dict[str, float]:
+        """Add one batch; returns that batch's per-frame values (`score_<layer>`, `error_<layer>`)."""
+        step = {}
+        for layer, value in losses.items():
+            frames = float(value.num_frames)
+            measures = {f"score_{layer}": value.loss_sum, f"error_{layer}": value.errors}
+            for key, total in measures.items():
+                if total is None:
+                    continue
+                total = float(total.detach())
+                self.sums[key] += total
+                self.frames[key] += frames
+                step[key] = total / max(frames, 1.0)
+        return step
+
+    def scores(self, prefix: str) -> dict[str, float]:
+        """Epoch values, e.g. `dev_score_output` (loss per frame), `dev_error_output` (frame error rate)."""
+        return {f"{prefix}_{key}": self.sums[key] / max(self.frames[key], 1.0) for key in self.sums}

@@ -1,0 +1,81 @@
+"""One small function per task, dispatched by name from app.py (`task=train`, `task=eval`, ...)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+
+from seqtrain import checkpoint
+from seqtrain.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+TASKS: dict[str, Callable] = {}
+
+
+def task(name: str):
+    def decorator(fn: Callable) -> Callable:
+        TASKS[name] = fn
+        return fn
+
+    return decorator
+
+
+def run_task(name: str, exp) -> None:
+    """`exp` is app.Experiment: it builds the datasets, network and engine on first use."""
+    if name not in TASKS:
+        raise ConfigError(f"task.name: unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
+    TASKS[name](exp)
+
+
+@task("train")
+def train(exp) -> None:
+    exp.engine.train()
+
+
+@task("nop")
+def nop(exp) -> None:
+    log.info("task nop: config composed and validated; nothing built")
+
+
+@task("nop_init_net_train")
+def nop_init_net_train(exp) -> None:
+    """Build data, network and optimizer; print the network and its size."""
+    engine = exp.engine
+    log.info("network:\n%s", engine.network)
+    log.info("parameters: %d in %d tensors; optimizer %s", engine.network.num_params(),
+             len(list(engine.network.parameters())), type(engine.optimizer).__name__)
+    for name, ds in exp.datasets.items():
+        if ds is not None:
+            log.info("dataset %s: %d sequences, keys %s", name, ds.num_seqs, ", ".join(ds.extern_data))
+
+
+@task("initialize_model")
+def initialize_model(exp) -> None:
+    """Write the freshly initialised parameters as epoch 0."""
+    engine = exp.engine
+    engine.epoch = 0
+    engine.save_checkpoint()
+
+
+@task("eval")
+def evaluate(exp) -> None:
+    """Score the dev/eval datasets with checkpoint `task.load_epoch` (default: the last one)."""
+    engine = exp.engine
+    epoch = exp.cfg.task.load_epoch
+    if epoch is None:
+        epochs = checkpoint.list_epochs(engine.model_dir)
+        if not epochs:
+            raise CheckpointError(f"{engine.model_dir}: no checkpoint to evaluate (train first, or point "
+                                  "hydra.run.dir at a training run)")
+        epoch = epochs[-1]
+    engine.load_checkpoint(epoch, model_only=True)
+    names = [n for n in exp.cfg.task.eval_datasets if exp.datasets.get(n) is not None]
+    if not names:
+        raise ConfigError(f"task.eval_datasets: none of {list(exp.cfg.task.eval_datasets)} is configured")
+    scores = engine.score_datasets(names)
+    out = engine.run_dir / "eval" / f"epoch.{epoch:03d}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"epoch": epoch, "scores": scores}, indent=2) + "\n")
+    log.info("epoch %d: %s (written to %s)", epoch, " ".join(f"{k} {v:.4g}" for k, v in scores.items()), out)
