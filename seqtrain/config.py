@@ -133,7 +133,7 @@ class PretrainConfig:
     repetitions: Any = opt(1, "epochs per stage: an int, or a list (the last entry repeats)")
     copy_output_layer: bool = opt(True, "copy the output layer's parameters to the next stage (else re-init)")
     learning_rate: Optional[float] = opt(
-        None, "fixed LR in pretrain epochs (default: lr_control.learning_rate), RETURNN pretrain_learning_rate"
+        None, "fixed LR in pretrain epochs (default: lr_control.learning_rate)"
     )
     use_learning_rate_control_always: bool = opt(
         False, "let lr_control set the LR in pretrain epochs too, instead of the fixed one"
