@@ -1,0 +1,17 @@
+// Python bindings of the native ops; loaded by seqtrain/ops/build.py.
+#include <torch/extension.h>
+
+#include "ops.h"
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "seqtrain native kernels: LSTM (NativeLstm2 design) and CTC";
+  m.def("lstm_forward", &seqtrain::lstm_forward);
+  m.def("lstm_backward", &seqtrain::lstm_backward);
+  m.def("ctc_forward", &seqtrain::ctc_forward);
+  m.def("ctc_backward", &seqtrain::ctc_backward);
+#ifdef SEQTRAIN_WITH_CUDA
+  m.attr("with_cuda") = true;
+#else
+  m.attr("with_cuda") = false;
+#endif
+}

@@ -1,0 +1,128 @@
+// LSTM over a padded batch, device-agnostic host side: GEMMs through ATen (MKL/oneDNN on CPU, cuBLAS on CUDA),
+// the fused elementwise pass per step through lstm_cpu.cpp / lstm_cuda.cu. Design: RETURNN NativeLstm2.
+#include <limits>
+
+#include "lstm.h"
+#include "ops.h"
+
+namespace seqtrain {
+namespace {
+
+template <typename T>
+void fwd_cells(const LstmFwdStep<T>& s, bool cuda) {
+#ifdef SEQTRAIN_WITH_CUDA
+  if (cuda) return lstm_fwd_cells_cuda(s);
+#else
+  TORCH_CHECK(!cuda, "seqtrain ops were built without CUDA; rebuild where torch.cuda.is_available()");
+#endif
+  lstm_fwd_cells_cpu(s);
+}
+
+template <typename T>
+void bwd_cells(const LstmBwdStep<T>& s, bool cuda) {
+#ifdef SEQTRAIN_WITH_CUDA
+  if (cuda) return lstm_bwd_cells_cuda(s);
+#else
+  TORCH_CHECK(!cuda, "seqtrain ops were built without CUDA; rebuild where torch.cuda.is_available()");
+#endif
+  lstm_bwd_cells_cpu(s);
+}
+
+// Frame t processed at loop step `step`, and where the state before (prev) and after (cur) it lives in the
+// [T+1] state buffers: forward, state k follows frame k-1 (0 = initial); backward, state k follows frame k
+// (T = initial). Backward runs each sequence from its own last real frame because padded frames (t >= len)
+// come first and only pass the initial state through.
+struct Frame {
+  int64_t t, prev, cur;
+};
+
+Frame frame_at(int64_t step, int64_t T, int64_t direction) {
+  if (direction > 0) return {step, step, step + 1};
+  const int64_t t = T - 1 - step;
+  return {t, t + 1, t};
+}
+
+void poison_if(at::Tensor& t, bool poison) {
+  if (poison) t.fill_(std::numeric_limits<double>::quiet_NaN());
+}
+
+void check_lstm_args(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& bias,
+                     const at::Tensor& seq_lens, int64_t direction) {
+  TORCH_CHECK(x.dim() == 3, "lstm: x must be [T, B, in], got ", x.sizes());
+  const int64_t H = w_hh.size(1);
+  TORCH_CHECK(w_ih.dim() == 2 && w_ih.size(0) == 4 * H && w_ih.size(1) == x.size(2),
+              "lstm: weight_ih must be [4H, in] = [", 4 * H, ", ", x.size(2), "], got ", w_ih.sizes());
+  TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) == 4 * H, "lstm: weight_hh must be [4H, H], got ", w_hh.sizes());
+  TORCH_CHECK(bias.dim() == 1 && bias.size(0) == 4 * H, "lstm: bias must be [4H], got ", bias.sizes());
+  TORCH_CHECK(seq_lens.dim() == 1 && seq_lens.size(0) == x.size(1), "lstm: seq_lens must be [B]");
+  TORCH_CHECK(direction == 1 || direction == -1, "lstm: direction must be 1 or -1, got ", direction);
+  for (const auto* t : {&w_ih, &w_hh, &bias})
+    TORCH_CHECK(t->scalar_type() == x.scalar_type() && t->device() == x.device(),
+                "lstm: parameters must have the dtype and device of x");
+}
+
+}  // namespace
+
+std::vector<at::Tensor> lstm_forward(const at::Tensor& x_in, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                     const at::Tensor& bias, const at::Tensor& h0, const at::Tensor& c0,
+                                     const at::Tensor& seq_lens, int64_t direction, bool poison) {
+  check_lstm_args(x_in, w_ih, w_hh, bias, seq_lens, direction);
+  const at::Tensor x = x_in.contiguous();
+  const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(1);
+  const at::Tensor lens = seq_lens.to(x.device(), at::kLong).contiguous();
+  // The input projection of all frames in one GEMM; the loop then adds h_prev·W_hh^T in place.
+  at::Tensor gates = at::addmm(bias, x.reshape({T * B, x.size(2)}), w_ih.t()).view({T, B, 4 * H});
+  at::Tensor hs = at::empty({T + 1, B, H}, x.options()), cs = at::empty_like(hs), y = at::empty({T, B, H}, x.options());
+  poison_if(hs, poison);
+  poison_if(cs, poison);
+  poison_if(y, poison);
+  const int64_t init = direction > 0 ? 0 : T;
+  hs.select(0, init).copy_(h0);
+  cs.select(0, init).copy_(c0);
+  const at::Tensor w_hh_t = w_hh.t();
+  const bool cuda = x.is_cuda();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "seqtrain_lstm_forward", [&] {
+    scalar_t *g0 = gates.data_ptr<scalar_t>(), *h = hs.data_ptr<scalar_t>(), *c = cs.data_ptr<scalar_t>();
+    for (int64_t step = 0; step < T; ++step) {
+      const Frame f = frame_at(step, T, direction);
+      gates.select(0, f.t).addmm_(hs.select(0, f.prev), w_hh_t);
+      fwd_cells(LstmFwdStep<scalar_t>{g0 + f.t * B * 4 * H, h + f.prev * B * H, c + f.prev * B * H,
+                                      h + f.cur * B * H, c + f.cur * B * H, y.data_ptr<scalar_t>() + f.t * B * H,
+                                      lens.data_ptr<int64_t>(), f.t, B, H},
+                cuda);
+    }
+  });
+  return {y, hs, cs, gates};
+}
+
+std::vector<at::Tensor> lstm_backward(const at::Tensor& x_in, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                      const at::Tensor& seq_lens, const at::Tensor& hs, const at::Tensor& cs,
+                                      const at::Tensor& acts, const at::Tensor& dy_in, const at::Tensor& dh_n,
+                                      const at::Tensor& dc_n, int64_t direction, bool poison) {
+  const at::Tensor x = x_in.contiguous(), dy = dy_in.contiguous();
+  const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(1);
+  const at::Tensor lens = seq_lens.to(x.device(), at::kLong).contiguous();
+  at::Tensor d_gates = at::empty({T, B, 4 * H}, x.options());
+  poison_if(d_gates, poison);
+  at::Tensor dh = dh_n.contiguous().clone(), dc = dc_n.contiguous().clone();
+  const bool cuda = x.is_cuda();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "seqtrain_lstm_backward", [&] {
+    const scalar_t *a = acts.data_ptr<scalar_t>(), *c = cs.data_ptr<scalar_t>();
+    for (int64_t step = T - 1; step >= 0; --step) {
+      const Frame f = frame_at(step, T, direction);
+      bwd_cells(LstmBwdStep<scalar_t>{a + f.t * B * 4 * H, c + f.prev * B * H, c + f.cur * B * H,
+                                      dy.data_ptr<scalar_t>() + f.t * B * H, dh.data_ptr<scalar_t>(),
+                                      dc.data_ptr<scalar_t>(), d_gates.data_ptr<scalar_t>() + f.t * B * 4 * H,
+                                      lens.data_ptr<int64_t>(), f.t, B, H},
+                cuda);
+      dh.addmm_(d_gates.select(0, f.t), w_hh);
+    }
+  });
+  const at::Tensor dg = d_gates.view({T * B, 4 * H});
+  // The recurrent-weight gradient is one GEMM over all frames, with the state each frame started from.
+  const at::Tensor h_prev = hs.narrow(0, direction > 0 ? 0 : 1, T).reshape({T * B, H});
+  return {at::mm(dg, w_ih).view({T, B, x.size(2)}), at::mm(dg.t(), x.reshape({T * B, x.size(2)})),
+          at::mm(dg.t(), h_prev), dg.sum(0), dh, dc};
+}
+
+}  // namespace seqtrain

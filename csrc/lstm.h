@@ -1,0 +1,127 @@
+// LSTM cell math and per-step kernel interface, shared by lstm_cpu.cpp and lstm_cuda.cu.
+// Design of RETURNN's NativeLstm2: the input projection x·W_ih^T + b for all frames is one GEMM outside the
+// loop; per step, one GEMM adds h_prev·W_hh^T into the gate buffer and one fused elementwise pass (here)
+// applies the gates. Gate order i, f, g, o as torch.nn.LSTM, so its parameters convert with b = b_ih + b_hh.
+#pragma once
+
+#include "common.h"
+
+namespace seqtrain {
+
+template <typename V>
+SEQTRAIN_HD V sigmoid(const V& x) {
+  return V(1) / (V(1) + st_exp(V(0) - x));
+}
+
+// In: pre-activations a_* and c_prev. Out: activations in a_*, cell c and output h.
+//   i = σ(a_i), f = σ(a_f), g = tanh(a_g), o = σ(a_o), c = f·c_prev + i·g, h = o·tanh(c)
+template <typename V>
+SEQTRAIN_HD void lstm_cell_forward(V& a_i, V& a_f, V& a_g, V& a_o, const V& c_prev, V& c, V& h) {
+  a_i = sigmoid(a_i);
+  a_f = sigmoid(a_f);
+  a_g = st_tanh(a_g);
+  a_o = sigmoid(a_o);
+  c = a_f * c_prev + a_i * a_g;
+  h = a_o * st_tanh(c);
+}
+
+// Gradients of the pre-activations and of c_prev, from the saved activations (i, f, g, o), c_prev, c and the
+// gradients dh, dc arriving at h and c (from the output, the next step and the final state).
+template <typename V>
+SEQTRAIN_HD void lstm_cell_backward(const V& i, const V& f, const V& g, const V& o, const V& c_prev,
+                                    const V& c, const V& dh, const V& dc, V& d_i, V& d_f, V& d_g, V& d_o,
+                                    V& dc_prev) {
+  V tc = st_tanh(c);
+  V dc_total = dc + dh * o * (V(1) - tc * tc);
+  d_o = dh * tc * o * (V(1) - o);
+  d_i = dc_total * g * i * (V(1) - i);
+  d_f = dc_total * c_prev * f * (V(1) - f);
+  d_g = dc_total * i * (V(1) - g * g);
+  dc_prev = dc_total * f;
+}
+
+// One time step t of the forward pass; all buffers contiguous, rows are sequences.
+template <typename T>
+struct LstmFwdStep {
+  T* gates;              // [B, 4H] in: x·W_ih^T + b + h_prev·W_hh^T; out: activations (valid rows)
+  const T* h_prev;       // [B, H]
+  const T* c_prev;       // [B, H]
+  T* h;                  // [B, H] state after t (carried from h_prev on padded frames)
+  T* c;                  // [B, H]
+  T* y;                  // [B, H] output at t (zero on padded frames)
+  const int64_t* seq_lens;  // [B]
+  int64_t t, B, H;
+};
+
+// One time step t of the backward pass.
+template <typename T>
+struct LstmBwdStep {
+  const T* acts;    // [B, 4H] activations saved by the forward pass
+  const T* c_prev;  // [B, H]
+  const T* c;       // [B, H]
+  const T* dy;      // [B, H]
+  T* dh;            // [B, H] in: gradient carried to h; out: zero on valid rows (the GEMM adds d_gates·W_hh)
+  T* dc;            // [B, H] in/out: gradient carried to c
+  T* d_gates;       // [B, 4H] out: gradients of the pre-activations (zero on padded frames)
+  const int64_t* seq_lens;
+  int64_t t, B, H;
+};
+
+// Elements j .. j+n-1 of sequence b, as one value V (a scalar, or a SIMD vector of n lanes).
+template <typename V, typename T>
+SEQTRAIN_HD void lstm_fwd_span(const LstmFwdStep<T>& s, int64_t b, int64_t j, int n) {
+  using L = Lanes<V>;
+  const int64_t H = s.H, k = b * H + j;
+  if (s.t >= s.seq_lens[b]) {  // padded frame: the state passes through, so the final state is the last real one
+    L::store(s.h + k, L::load(s.h_prev + k, n), n);
+    L::store(s.c + k, L::load(s.c_prev + k, n), n);
+    L::store(s.y + k, V(0), n);
+    return;
+  }
+  T* a = s.gates + b * 4 * H + j;
+  V a_i = L::load(a, n), a_f = L::load(a + H, n), a_g = L::load(a + 2 * H, n), a_o = L::load(a + 3 * H, n);
+  V c, h;
+  lstm_cell_forward(a_i, a_f, a_g, a_o, L::load(s.c_prev + k, n), c, h);
+  L::store(a, a_i, n);
+  L::store(a + H, a_f, n);
+  L::store(a + 2 * H, a_g, n);
+  L::store(a + 3 * H, a_o, n);
+  L::store(s.c + k, c, n);
+  L::store(s.h + k, h, n);
+  L::store(s.y + k, h, n);
+}
+
+template <typename V, typename T>
+SEQTRAIN_HD void lstm_bwd_span(const LstmBwdStep<T>& s, int64_t b, int64_t j, int n) {
+  using L = Lanes<V>;
+  const int64_t H = s.H, k = b * H + j;
+  T* d = s.d_gates + b * 4 * H + j;
+  if (s.t >= s.seq_lens[b]) {  // padded frame: y is constant zero, dh and dc pass through unchanged
+    for (int q = 0; q < 4; ++q) L::store(d + q * H, V(0), n);
+    return;
+  }
+  const T* a = s.acts + b * 4 * H + j;
+  V dh = L::load(s.dh + k, n) + L::load(s.dy + k, n);
+  V d_i, d_f, d_g, d_o, dc_prev;
+  lstm_cell_backward(L::load(a, n), L::load(a + H, n), L::load(a + 2 * H, n), L::load(a + 3 * H, n),
+                     L::load(s.c_prev + k, n), L::load(s.c + k, n), dh, L::load(s.dc + k, n), d_i, d_f, d_g,
+                     d_o, dc_prev);
+  L::store(d, d_i, n);
+  L::store(d + H, d_f, n);
+  L::store(d + 2 * H, d_g, n);
+  L::store(d + 3 * H, d_o, n);
+  L::store(s.dc + k, dc_prev, n);
+  L::store(s.dh + k, V(0), n);
+}
+
+// The fused elementwise pass of one step over all B×H elements, per device (lstm_cpu.cpp, lstm_cuda.cu).
+template <typename T>
+void lstm_fwd_cells_cpu(const LstmFwdStep<T>& s);
+template <typename T>
+void lstm_bwd_cells_cpu(const LstmBwdStep<T>& s);
+template <typename T>
+void lstm_fwd_cells_cuda(const LstmFwdStep<T>& s);
+template <typename T>
+void lstm_bwd_cells_cuda(const LstmBwdStep<T>& s);
+
+}  // namespace seqtrain

@@ -1,0 +1,32 @@
+// Host entry points of the native ops (bound to Python in bindings.cpp). Tensors on CPU or CUDA, float or double.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <vector>
+
+namespace seqtrain {
+
+// Returns {y [T,B,H], hs [T+1,B,H], cs [T+1,B,H], acts [T,B,4H]}; hs/cs hold the state around every frame
+// (see frame_at in lstm.cpp), acts the gate activations, both kept for lstm_backward.
+std::vector<at::Tensor> lstm_forward(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                     const at::Tensor& bias, const at::Tensor& h0, const at::Tensor& c0,
+                                     const at::Tensor& seq_lens, int64_t direction, bool poison);
+
+// Returns {dx, dw_ih, dw_hh, dbias, dh0, dc0}.
+std::vector<at::Tensor> lstm_backward(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                      const at::Tensor& seq_lens, const at::Tensor& hs, const at::Tensor& cs,
+                                      const at::Tensor& acts, const at::Tensor& dy, const at::Tensor& dh_n,
+                                      const at::Tensor& dc_n, int64_t direction, bool poison);
+
+// Returns {loss [B] (inf where no alignment exists), log_probs [T,B,C], alpha [B,T,2S+1]}.
+std::vector<at::Tensor> ctc_forward(const at::Tensor& logits, const at::Tensor& targets,
+                                    const at::Tensor& input_lengths, const at::Tensor& target_lengths,
+                                    int64_t blank, bool poison);
+
+// Returns d(sum_b grad_out[b]·loss[b]) / d logits, zero for impossible sequences and padded frames.
+at::Tensor ctc_backward(const at::Tensor& grad_out, const at::Tensor& log_probs, const at::Tensor& alpha,
+                        const at::Tensor& loss, const at::Tensor& targets, const at::Tensor& input_lengths,
+                        const at::Tensor& target_lengths, int64_t blank, bool poison);
+
+}  // namespace seqtrain

@@ -1,0 +1,7 @@
+"""Native kernels (csrc/) for LSTM and CTC, CPU and CUDA, with pure-PyTorch fallbacks of the same functions."""
+
+from seqtrain.ops.build import native_available
+from seqtrain.ops.ctc import ctc_feasible, ctc_loss
+from seqtrain.ops.lstm import lstm
+
+__all__ = ["ctc_feasible", "ctc_loss", "lstm", "native_available"]

@@ -1,0 +1,151 @@
+"""Builds the csrc/ kernels with torch's JIT extension loader on first use, caches them per torch version,
+and falls back to the pure-PyTorch reference (saying so once in the log) where no compiler is at hand."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+_PACKAGE = Path(__file__).resolve().parent.parent
+
+
+def csrc_dir() -> Path:
+    """The kernel sources: $SEQTRAIN_CSRC, the copy shipped in the wheel (seqtrain/csrc), or the checkout's csrc/."""
+    candidates = [os.environ.get("SEQTRAIN_CSRC"), _PACKAGE / "csrc", _PACKAGE.parent / "csrc"]
+    for cand in candidates:
+        if cand and (Path(cand) / "ops.h").is_file():
+            return Path(cand)
+    raise FileNotFoundError(f"seqtrain kernel sources (ops.h) not found in any of {candidates[1:]}")
+
+
+def with_cuda() -> bool:
+    """The .cu kernels are built only where torch can use a GPU; the CPU build needs no nvcc."""
+    from torch.utils import cpp_extension
+
+    return torch.cuda.is_available() and cpp_extension.CUDA_HOME is not None
+
+
+def _cpu_has_avx2() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx2" in flags and " fma" in flags
+
+
+def variant() -> str:
+    """Names what the build was compiled for, so machines sharing a cache dir do not load a foreign build."""
+    if with_cuda():
+        return "cuda"
+    return "cpu-avx2" if _cpu_has_avx2() else "cpu"
+
+
+def build_directory() -> Path:
+    """$TORCH_EXTENSIONS_DIR/seqtrain_ops/<torch>-<variant>, else ~/.cache/seqtrain/ops/<torch>-<variant>."""
+    if os.environ.get("TORCH_EXTENSIONS_DIR"):
+        base = Path(os.environ["TORCH_EXTENSIONS_DIR"]) / "seqtrain_ops"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "seqtrain" / "ops"
+    return base / f"torch-{torch.__version__}-{variant()}"
+
+
+def _flags() -> tuple[list[str], list[str]]:
+    cflags = ["-O3"]
+    if with_cuda():
+        cflags.append("-DSEQTRAIN_WITH_CUDA")
+    elif _cpu_has_avx2():  # ATen's Vectorized then uses AVX2 + SLEEF (exported by libtorch_cpu)
+        cflags += ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
+    return cflags, ["-O3", "-DSEQTRAIN_WITH_CUDA", "--expt-relaxed-constexpr"]
+
+
+def build(verbose: bool = False) -> ModuleType:
+    """Compiles (or loads the cached build of) the extension; raises if that fails."""
+    from torch.utils import cpp_extension
+
+    src = csrc_dir()
+    sources = sorted(str(p) for p in src.glob("*.cpp"))
+    if with_cuda():
+        sources += sorted(str(p) for p in src.glob("*.cu"))
+    directory = build_directory()
+    directory.mkdir(parents=True, exist_ok=True)
+    cflags, cuda_cflags = _flags()
+    return cpp_extension.load(
+        name=f"seqtrain_ops_{variant().replace('-', '_')}",
+        sources=sources,
+        extra_cflags=cflags,
+        extra_cuda_cflags=cuda_cflags,
+        extra_include_paths=[str(src)],
+        build_directory=str(directory),
+        verbose=verbose,
+    )
+
+
+@functools.cache
+def native_module() -> ModuleType | None:
+    """The built extension, or None (logged once) when it cannot be built."""
+    start = time.perf_counter()
+    try:
+        module = build()
+    except Exception as exc:  # no compiler, no ninja, a compile error: all mean "use the reference"
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        logger.warning(
+            "seqtrain.ops: native kernels unavailable (%s); using the pure-PyTorch reference", reason
+        )
+        return None
+    logger.info(
+        "seqtrain.ops: using native kernels from %s (ready in %.1fs)",
+        build_directory(),
+        time.perf_counter() - start,
+    )
+    return module
+
+
+def native_available() -> bool:
+    """Whether the native kernels can be used (tries the build once per process)."""
+    return native_module() is not None
+
+
+def poison_outputs() -> bool:
+    """Debug aid: with SEQTRAIN_OPS_POISON=1 the kernels fill their outputs with NaN first, so an element they
+    forget to write shows up."""
+    return os.environ.get("SEQTRAIN_OPS_POISON", "") not in ("", "0")
+
+
+IMPLS = ("auto", "native", "reference")
+
+
+def resolve_impl(impl: str, x: torch.Tensor) -> str:
+    """Which implementation runs for `impl` (auto, native, reference) on data like `x`: 'native' or 'reference'."""
+    if impl not in IMPLS:
+        raise ValueError(f"seqtrain.ops: unknown impl {impl!r}; known: {', '.join(IMPLS)}")
+    if impl == "reference":
+        return impl
+    problem = _native_problem(x)
+    if problem is None:
+        return "native"
+    if impl == "native":
+        raise RuntimeError(
+            f"seqtrain.ops: impl='native' cannot run: {problem}; use impl='auto' or 'reference'"
+        )
+    return "reference"
+
+
+def _native_problem(x: torch.Tensor) -> str | None:
+    if x.dtype not in (torch.float32, torch.float64):
+        return f"dtype {x.dtype} (the kernels take float32 and float64)"
+    if x.device.type not in ("cpu", "cuda"):
+        return f"device {x.device} (the kernels run on cpu and cuda)"
+    module = native_module()
+    if module is None:
+        return "the native build failed (see the log of seqtrain.ops.build)"
+    if x.is_cuda and not module.with_cuda:
+        return "the native build has no CUDA kernels"
+    return None

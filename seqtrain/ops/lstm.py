@@ -1,0 +1,91 @@
+"""LSTM over a padded, time-major batch: native kernel (RETURNN NativeLstm2 design) or pure-PyTorch reference.
+
+Layout, as torch.nn.LSTM (gate order i, f, g, o), so its parameters convert directly:
+``weight_ih = lstm.weight_ih_l0`` [4H, in], ``weight_hh = lstm.weight_hh_l0`` [4H, H],
+``bias = lstm.bias_ih_l0 + lstm.bias_hh_l0`` [4H] (for the reverse direction the ``*_reverse`` ones).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from seqtrain.ops import build, reference
+
+
+class _NativeLstm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight_ih, weight_hh, bias, h0, c0, seq_lens, direction, poison):
+        y, hs, cs, acts = build.native_module().lstm_forward(
+            x, weight_ih, weight_hh, bias, h0, c0, seq_lens, direction, poison
+        )
+        ctx.save_for_backward(x, weight_ih, weight_hh, seq_lens, hs, cs, acts)
+        ctx.direction, ctx.poison = direction, poison
+        last = hs.shape[0] - 1 if direction > 0 else 0  # where lstm.cpp keeps the state after the last step
+        return y, hs[last].clone(), cs[last].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy, dh_n, dc_n):
+        x, weight_ih, weight_hh, seq_lens, hs, cs, acts = ctx.saved_tensors
+        grads = build.native_module().lstm_backward(
+            x, weight_ih, weight_hh, seq_lens, hs, cs, acts, dy, dh_n, dc_n, ctx.direction, ctx.poison
+        )
+        return (*grads, None, None, None)
+
+
+def lstm(
+    x: torch.Tensor,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias: torch.Tensor,
+    seq_lens: torch.Tensor,
+    *,
+    direction: int = 1,
+    h0: torch.Tensor | None = None,
+    c0: torch.Tensor | None = None,
+    impl: str = "auto",
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """One LSTM layer over x [T, B, in] (time-major) with lengths seq_lens [B] (int64).
+
+    direction=-1 runs each sequence backwards from its own last real frame. Returns y [T, B, H], zero on padded
+    frames, and (h_n, c_n) [B, H], the state at each sequence's last processed real frame (h0/c0 where the
+    length is 0). Differentiable w.r.t. x, the weights, bias, h0 and c0.
+    """
+    _check_args(x, weight_ih, weight_hh, bias, seq_lens, direction)
+    batch, hidden = x.shape[1], weight_hh.shape[1]
+    zeros = x.new_zeros(batch, hidden)
+    h0 = zeros if h0 is None else h0
+    c0 = zeros if c0 is None else c0
+    seq_lens = seq_lens.to(device="cpu", dtype=torch.int64)
+    if build.resolve_impl(impl, x) == "reference":
+        return reference.lstm_reference(x, weight_ih, weight_hh, bias, seq_lens, direction, h0, c0)
+    y, h_n, c_n = _NativeLstm.apply(
+        x, weight_ih, weight_hh, bias, h0, c0, seq_lens, direction, build.poison_outputs()
+    )
+    return y, (h_n, c_n)
+
+
+def _check_args(x, weight_ih, weight_hh, bias, seq_lens, direction) -> None:
+    if x.dim() != 3:
+        raise ValueError(f"seqtrain.ops.lstm: x must be time-major [T, B, in], got shape {tuple(x.shape)}")
+    hidden = weight_hh.shape[1]
+    expected = {
+        "weight_ih": (4 * hidden, x.shape[2]),
+        "weight_hh": (4 * hidden, hidden),
+        "bias": (4 * hidden,),
+    }
+    for name, tensor in zip(expected, (weight_ih, weight_hh, bias)):
+        if tuple(tensor.shape) != expected[name]:
+            raise ValueError(
+                f"seqtrain.ops.lstm: {name} must be {expected[name]} (torch.nn.LSTM layout), "
+                f"got {tuple(tensor.shape)}"
+            )
+    if direction not in (1, -1):
+        raise ValueError(f"seqtrain.ops.lstm: direction must be 1 or -1, got {direction}")
+    if seq_lens.shape != (x.shape[1],) or seq_lens.dtype.is_floating_point:
+        raise ValueError(f"seqtrain.ops.lstm: seq_lens must be an integer tensor [B={x.shape[1]}]")
+    if len(seq_lens) and not 0 <= int(seq_lens.min()) <= int(seq_lens.max()) <= x.shape[0]:
+        raise ValueError(
+            f"seqtrain.ops.lstm: seq_lens must lie in [0, T={x.shape[0]}], got {seq_lens.tolist()}"
+        )
