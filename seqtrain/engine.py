@@ -159,7 +159,7 @@ class Engine:
     def check_finite(self, total: torch.Tensor, losses, batch: Batch, epoch: int, step: int) -> None:
         value = float(total.detach())
         if not math.isfinite(value):
-            per_layer = ", ".join(f"{k}={float(v.loss_sum):.4g}" for k, v in losses.items())
+            per_layer = ", ".join(f"{k}={float(v.loss_sum.detach()):.4g}" for k, v in losses.items())
             tags = ", ".join(batch.tags[:10]) + (" ..." if len(batch.tags) > 10 else "")
             raise TrainingError(f"epoch {epoch} step {step} (global step {self.global_step}): loss is {value} "
                                 f"({per_layer}); sequences: {tags}")

@@ -1,0 +1,41 @@
+"""Shared test helpers: the shared data folder and running seqtrain in-process or as a CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared test data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m seqtrain ARGS` in a subprocess (progress bar off, so the output is plain log lines)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": ""}
+    env.pop("HYDRA_FULL_ERROR")
+    return subprocess.run([sys.executable, "-m", "seqtrain", "engine.progress_bar=false", *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def compose(*overrides: str):
+    """The composed config (Hydra's compose API) as the typed Config object."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from omegaconf import OmegaConf
+
+    import seqtrain.app  # noqa: F401  (registers the schemas)
+
+    with initialize_config_module("seqtrain.conf", version_base="1.3"):
+        cfg = hydra_compose("config", overrides=list(overrides))
+    return OmegaConf.to_object(cfg)

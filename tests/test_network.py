@@ -1,0 +1,152 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seqtrain.datasets.base import DataSpec
+from seqtrain.errors import ConfigError, NetworkError
+from seqtrain.network import Network
+from seqtrain.tensor import Dim, Tensor
+
+EXTERN = {"data": DataSpec(5), "classes": DataSpec(3, sparse=True, dtype="int32")}
+
+
+def batch(lens, n_in=5, n_classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    b, t = len(lens), max(lens)
+    time = Dim("time", seq_lens=torch.tensor(lens))
+    mask = time.mask()
+    x = torch.randn(b, t, n_in, generator=g) * mask[..., None]
+    y = torch.randint(0, n_classes, (b, t), generator=g) * mask
+    batch_dim = Dim("batch", size=b)
+    return {"data": Tensor(x, (batch_dim, time, Dim("f", size=n_in))),
+            "classes": Tensor(y, (batch_dim, time), sparse_dim=Dim("v", size=n_classes))}
+
+
+@pytest.mark.parametrize(("layers", "message"), [
+    ({"output": {"class": "lineer", "n_out": 3}}, r"network.layers.output.class: unknown layer class 'lineer'"),
+    ({"output": {"class": "linear", "n_out": 3, "activaton": "relu"}},
+     r"network.layers.output: unknown option 'activaton'"),
+    ({"output": {"class": "linear", "n_out": "many"}}, r"network.layers.output.n_out: .*"),
+    ({"output": {"class": "softmax", "from": "hidden", "loss": "ce"}},
+     r"network.layers.output: from: unknown layer 'hidden'"),
+    ({"a": {"class": "copy", "from": "b"}, "b": {"class": "copy", "from": "a"}, "output": {"class": "copy", "from": "a"}},
+     r"network.layers.a: cycle in 'from': a -> b -> a"),
+    ({"output": {"class": "softmax", "from": "data:labels", "loss": "ce"}}, r"from: unknown data key 'labels'"),
+    ({"output": {"class": "softmax", "n_out": 4, "loss": "ce"}}, None),  # shape mismatch: found when run
+    ({"output": {"class": "linear", "n_out": 3}, "x": {"class": "rec", "unit": "lstmm", "n_out": 2,
+                                                      "is_output_layer": True}},
+     r"network.layers.x: \(class rec\) unit: unknown 'lstmm'; known: lstm, nativelstm, standardlstm, gru"),
+    ({"output": {"class": "softmax", "loss": "cee"}}, r"network.layers.output: loss: unknown 'cee'"),
+    ({"output": {"class": "combine", "kind": "add", "from": ["a", "data"]}, "a": {"class": "linear", "n_out": 2}},
+     r"network.layers.output: \(class combine\) sources must have equal shapes"),
+    ({"hidden": {"class": "linear", "n_out": 3}}, r"network.layers: no output layer"),
+])
+def test_construction_errors_name_the_layer(layers, message):
+    if message is None:  # n_out 4 vs 3 classes is caught by the loss on the first batch
+        net = Network(layers, EXTERN)
+        with pytest.raises(NetworkError, match=r"network.layers.output: n_out 4 does not match the target's 3"):
+            data = batch([3, 2])
+            net.losses(net(data), data)
+        return
+    with pytest.raises(ConfigError, match=message):
+        Network(layers, EXTERN)
+
+
+def test_from_defaults_and_comments():
+    net = Network({"#note": "ignored", "h": {"class": "linear", "n_out": 4, "activation": "tanh"},
+                   "output": {"class": "softmax", "from": ["h", "data"], "loss": "ce"}}, EXTERN)
+    assert list(net.layers) == ["h", "output"]
+    assert net.sources["h"] == ["data"] and net.layers["output"].linear.in_features == 9
+    assert net.layers["output"].opts.n_out == 3  # from the target's number of classes
+    assert "layers.output.linear.weight" in net.state_dict()
+
+
+def reference_lstm(layer, x):
+    lstm = torch.nn.LSTM(x.shape[-1], layer.opts.n_out, batch_first=True)
+    with torch.no_grad():
+        lstm.weight_ih_l0.copy_(layer.weight_ih)
+        lstm.weight_hh_l0.copy_(layer.weight_hh)
+        lstm.bias_ih_l0.copy_(layer.bias)
+        lstm.bias_hh_l0.zero_()
+    return lstm(x)[0]
+
+
+@pytest.mark.parametrize("unit", ["standardlstm", "lstm"])
+def test_blstm_on_padded_batch_equals_each_sequence_alone(unit):
+    torch.manual_seed(0)
+    net = Network({
+        "fw": {"class": "rec", "unit": unit, "n_out": 4, "direction": 1},
+        "bw": {"class": "rec", "unit": unit, "n_out": 4, "direction": -1},
+        "output": {"class": "copy", "from": ["fw", "bw"]},
+    }, EXTERN)
+    lens = [7, 3, 5, 1]
+    data = batch(lens)
+    out = net(data)["output"].raw
+    for i, n in enumerate(lens):
+        x = data["data"].raw[i : i + 1, :n]
+        fw = reference_lstm(net.layers["fw"], x)
+        bw = reference_lstm(net.layers["bw"], x.flip(1)).flip(1)
+        torch.testing.assert_close(out[i : i + 1, :n], torch.cat([fw, bw], -1), atol=1e-6, rtol=1e-5)
+        assert out[i, n:].abs().sum() == 0  # padding stays zero
+
+
+def test_gru_backward_on_padded_batch():
+    torch.manual_seed(0)
+    net = Network({"output": {"class": "rec", "unit": "gru", "n_out": 3, "direction": -1}}, EXTERN)
+    layer = net.layers["output"]
+    gru = torch.nn.GRU(5, 3, batch_first=True)
+    with torch.no_grad():
+        for mine, theirs in [("weight_ih", "weight_ih_l0"), ("weight_hh", "weight_hh_l0"), ("bias", "bias_ih_l0"),
+                             ("bias_hh", "bias_hh_l0")]:
+            getattr(gru, theirs).copy_(getattr(layer, mine))
+    data = batch([4, 2])
+    out = net(data)["output"].raw
+    x = data["data"].raw[1:, :2]
+    torch.testing.assert_close(out[1:, :2], gru(x.flip(1))[0].flip(1), atol=1e-6, rtol=1e-5)
+
+
+def test_loss_semantics_as_returnn():
+    torch.manual_seed(0)
+    layers = {"output": {"class": "softmax", "loss": "ce", "loss_scale": 0.5,
+                         "loss_opts": {"label_smoothing": 0.1}}}
+    net = Network(layers, EXTERN)
+    data = batch([4, 2, 3])
+    out = net(data)
+    loss = net.losses(out, data)["output"]
+    mask = data["data"].mask()
+    logits = out["output"].logits[mask]
+    target = data["classes"].raw[mask]
+    expected = F.cross_entropy(logits, target, reduction="sum", label_smoothing=0.1)
+    torch.testing.assert_close(loss.loss_sum, expected)
+    assert int(loss.num_frames) == 9
+    assert int(loss.errors) == int((logits.argmax(-1) != target).sum())
+    torch.testing.assert_close(net.total_loss({"output": loss}), 0.5 * expected)  # frame sum, scaled
+    net.layers["output"].opts.use_normalized_loss = True
+    torch.testing.assert_close(net.total_loss({"output": loss}), 0.5 * expected / 9)
+
+
+def test_mse_and_reduce_and_combine():
+    net = Network({
+        "sum": {"class": "reduce", "mode": "sum", "axis": "time", "is_output_layer": True},
+        "twice": {"class": "combine", "kind": "add", "from": ["data", "data"]},
+        "output": {"class": "copy", "from": "twice", "loss": "mse", "target": "data"},
+        "const": {"class": "constant", "value": 2.5, "is_output_layer": True},
+    }, {"data": DataSpec(5)})
+    data = batch([3, 1])
+    data.pop("classes")
+    out = net(data)
+    x = data["data"].raw
+    torch.testing.assert_close(out["sum"].raw, x.sum(1))
+    loss = net.losses(out, data)["output"]
+    torch.testing.assert_close(loss.loss_sum, (x * x).sum())  # (2x - x)^2 summed over real frames
+    assert int(loss.num_frames) == 4 and loss.errors is None
+    assert out["const"].raw.tolist() == [[2.5], [2.5]]
+
+
+def test_dropout_only_in_training():
+    net = Network({"output": {"class": "copy", "dropout": 0.5}}, EXTERN)
+    data = batch([50])
+    net.eval()
+    assert torch.equal(net(data)["output"].raw, data["data"].raw)
+    net.train()
+    assert (net(data)["output"].raw == 0).float().mean() > 0.3
