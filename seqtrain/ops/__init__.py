@@ -1,4 +1,4 @@
-"""Native kernels (csrc/) for LSTM and CTC, CPU and CUDA, with pure-PyTorch fallbacks of the same functions."""
+"""Native kernels (csrc/) for LSTM and CTC on CPU and CUDA, with pure-PyTorch fallbacks (same functions)."""
 
 from seqtrain.ops.build import native_available
 from seqtrain.ops.ctc import ctc_feasible, ctc_loss

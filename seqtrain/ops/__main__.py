@@ -1,4 +1,4 @@
-"""`python -m seqtrain.ops build`: compile the native kernels now (instead of on first use) and print where."""
+"""`python -m seqtrain.ops build`: compile the native kernels now now, not on first use, and print where."""
 
 from __future__ import annotations
 

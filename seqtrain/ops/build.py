@@ -18,7 +18,7 @@ _PACKAGE = Path(__file__).resolve().parent.parent
 
 
 def csrc_dir() -> Path:
-    """The kernel sources: $SEQTRAIN_CSRC, the copy shipped in the wheel (seqtrain/csrc), or the checkout's csrc/."""
+    """The kernel sources: $SEQTRAIN_CSRC, the wheel's copy (seqtrain/csrc), or the checkout's csrc/."""
     candidates = [os.environ.get("SEQTRAIN_CSRC"), _PACKAGE / "csrc", _PACKAGE.parent / "csrc"]
     for cand in candidates:
         if cand and (Path(cand) / "ops.h").is_file():
@@ -123,7 +123,7 @@ IMPLS = ("auto", "native", "reference")
 
 
 def resolve_impl(impl: str, x: torch.Tensor) -> str:
-    """Which implementation runs for `impl` (auto, native, reference) on data like `x`: 'native' or 'reference'."""
+    """'native' or 'reference': what runs for `impl` (auto, native, reference) on data like `x`."""
     if impl not in IMPLS:
         raise ValueError(f"seqtrain.ops: unknown impl {impl!r}; known: {', '.join(IMPLS)}")
     if impl == "reference":

@@ -105,7 +105,8 @@ def _check_args(logits, targets, input_lengths, target_lengths, blank, reduction
         raise ValueError(f"{where}: unknown reduction {reduction!r}; known: {', '.join(REDUCTIONS)}")
     if logits.dim() != 3 or targets.dim() != 2 or targets.shape[0] != logits.shape[1]:
         raise ValueError(
-            f"{where}: need logits [T, B, C] and targets [B, S], got {tuple(logits.shape)} and {tuple(targets.shape)}"
+            f"{where}: need logits [T, B, C] and targets [B, S], "
+            f"got {tuple(logits.shape)} and {tuple(targets.shape)}"
         )
     max_time, batch, classes = logits.shape
     if input_lengths.shape != (batch,) or target_lengths.shape != (batch,):

@@ -48,9 +48,9 @@ def lstm(
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """One LSTM layer over x [T, B, in] (time-major) with lengths seq_lens [B] (int64).
 
-    direction=-1 runs each sequence backwards from its own last real frame. Returns y [T, B, H], zero on padded
-    frames, and (h_n, c_n) [B, H], the state at each sequence's last processed real frame (h0/c0 where the
-    length is 0). Differentiable w.r.t. x, the weights, bias, h0 and c0.
+    direction=-1 runs each sequence backwards from its own last real frame. Returns y [T, B, H], zero on
+    padded frames, and (h_n, c_n) [B, H], the state at each sequence's last processed real frame (h0/c0 where
+    the length is 0). Differentiable w.r.t. x, the weights, bias, h0 and c0.
     """
     _check_args(x, weight_ih, weight_hh, bias, seq_lens, direction)
     batch, hidden = x.shape[1], weight_hh.shape[1]

@@ -29,7 +29,7 @@ def lstm_reference(x, weight_ih, weight_hh, bias, seq_lens, direction, h0, c0):
 
 def ctc_loss_reference(logits, targets, input_lengths, target_lengths, blank):
     """Per-sequence CTC loss [B] (inf where no alignment exists): the alpha recursion of Graves et al. (2006)
-    in log space over the blank-extended labels, vectorised over the batch; the gradient comes from autograd."""
+    in log space over the blank-extended labels, vectorised over the batch; gradients come from autograd."""
     log_probs = logits.log_softmax(-1)
     in_lens, tgt_lens = input_lengths.to(logits.device), target_lengths.to(logits.device)
     targets = targets.to(logits.device).long()

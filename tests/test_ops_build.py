@@ -1,0 +1,58 @@
+"""seqtrain.ops build: `python -m seqtrain.ops build` prints the cache dir; a failed build falls back once."""
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from seqtrain import ops
+from seqtrain.ops import build
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_cli_build_prints_the_build_directory():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "seqtrain.ops", "build"], env=env, capture_output=True, text=True, timeout=900
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"native build failed here (no compiler?): {proc.stderr.strip()[-300:]}")
+    path = Path(proc.stdout.strip().splitlines()[-1])
+    assert path == build.build_directory() and path.is_dir()
+    assert any(path.glob("*.so")), f"no compiled module in {path}"
+
+
+def test_build_directory_is_per_torch_version(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    assert build.build_directory().parent == tmp_path / "seqtrain_ops"
+    assert torch.__version__ in build.build_directory().name
+
+
+def test_failed_build_falls_back_to_reference_and_logs_once(monkeypatch, caplog):
+    def no_compiler(verbose=False):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(build, "build", no_compiler)
+    build.native_module.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="seqtrain.ops.build"):
+            assert not ops.native_available()
+            x, w_ih, w_hh, bias = torch.randn(3, 2, 4), torch.randn(8, 4), torch.randn(8, 2), torch.randn(8)
+            ops.lstm(x, w_ih, w_hh, bias, torch.tensor([3, 2]))
+            ops.ctc_loss(torch.randn(3, 2, 4), torch.tensor([[1], [2]]), [3, 3], [1, 1])
+            with pytest.raises(RuntimeError, match="impl='native' cannot run"):
+                ops.lstm(x, w_ih, w_hh, bias, torch.tensor([3, 2]), impl="native")
+        fallbacks = [r for r in caplog.records if "using the pure-PyTorch reference" in r.getMessage()]
+        assert len(fallbacks) == 1 and "no C++ compiler found" in fallbacks[0].getMessage()
+    finally:
+        build.native_module.cache_clear()
+
+
+def test_unknown_impl_names_the_choices():
+    with pytest.raises(ValueError, match="known: auto, native, reference"):
+        ops.ctc_loss(torch.randn(3, 1, 4), torch.tensor([[1]]), [3], [1], impl="fast")

@@ -1,0 +1,164 @@
+"""seqtrain.ops.lstm (native and reference) against torch.nn.LSTM run per sequence, and float64 gradcheck."""
+
+import copy
+
+import pytest
+import torch
+
+from seqtrain import ops
+
+IMPLS = ["native", "reference"]
+
+
+@pytest.fixture(autouse=True)
+def poison(monkeypatch):
+    """Outputs start as NaN, so an element the kernel forgets to write fails the comparison."""
+    monkeypatch.setenv("SEQTRAIN_OPS_POISON", "1")
+
+
+def need(impl, device="cpu"):
+    if impl == "native" and not ops.native_available():
+        pytest.skip(
+            "native kernels did not build (see the seqtrain.ops.build log); reference tests still run"
+        )
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device: torch.cuda.is_available() is False")
+
+
+def make_case(seed, T=9, B=4, n_in=5, H=6, dtype=torch.float32, device="cpu"):
+    gen = torch.Generator().manual_seed(seed)
+    module = torch.nn.LSTM(n_in, H).to(dtype)
+    x = torch.randn(T, B, n_in, generator=gen, dtype=dtype)
+    lens = torch.randint(1, T + 1, (B,), generator=gen)
+    lens[0] = T  # at least one full-length sequence, so T is really used
+    h0, c0 = torch.randn(2, B, H, generator=gen, dtype=dtype)
+    return module.to(device), x.to(device), lens, h0.to(device), c0.to(device)
+
+
+def params(module):
+    return module.weight_ih_l0, module.weight_hh_l0, module.bias_ih_l0 + module.bias_hh_l0
+
+
+def torch_lstm(module, x, lens, direction, h0, c0):
+    """torch.nn.LSTM on each unpadded sequence (reversed for direction -1), padded back with zeros."""
+    y, h_n, c_n = torch.zeros(x.shape[:2] + (module.hidden_size,), dtype=x.dtype, device=x.device), [], []
+    for b, n in enumerate(lens.tolist()):
+        seq = x[:n, b : b + 1]
+        seq = seq.flip(0) if direction < 0 else seq
+        out, (h, c) = module(seq, (h0[None, b : b + 1], c0[None, b : b + 1]))
+        y[:n, b] = (out.flip(0) if direction < 0 else out)[:, 0]
+        h_n.append(h[0, 0])
+        c_n.append(c[0, 0])
+    return y, (torch.stack(h_n), torch.stack(c_n))
+
+
+def outputs_and_grads(run, inputs, seed):
+    """Forward outputs, and gradients of a random projection of all three outputs w.r.t. inputs."""
+    y, (h, c) = run()
+    gen = torch.Generator().manual_seed(seed + 1)
+    weights = [torch.randn(t.shape, generator=gen, dtype=t.dtype).to(t.device) for t in (y, h, c)]
+    loss = sum((w * t).sum() for w, t in zip(weights, (y, h, c)))
+    return [y, h, c], torch.autograd.grad(loss, inputs)
+
+
+def assert_close(ours, theirs, what):
+    for name, a, b in zip(["y", "h_n", "c_n"] if len(ours) == 3 else what, ours, theirs):
+        assert not torch.isnan(a).any(), f"{name}: NaN (unwritten element?)"
+        rel = ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+        assert rel < 1e-5, f"{name}: relative error {rel:.2e}"
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("direction", [1, -1])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_matches_torch_lstm(impl, direction, seed):
+    need(impl)
+    module, x, lens, h0, c0 = make_case(seed)
+    x.requires_grad_(True)
+    h0.requires_grad_(True)
+    c0.requires_grad_(True)
+    inputs = [x, module.weight_ih_l0, module.weight_hh_l0, module.bias_ih_l0, h0, c0]
+    ours = outputs_and_grads(
+        lambda: ops.lstm(x, *params(module), lens, direction=direction, h0=h0, c0=c0, impl=impl), inputs, seed
+    )
+    theirs = outputs_and_grads(lambda: torch_lstm(module, x, lens, direction, h0, c0), inputs, seed)
+    assert_close(ours[0], theirs[0], None)
+    assert_close(ours[1], theirs[1], ["dx", "dW_ih", "dW_hh", "dbias", "dh0", "dc0"])
+
+
+@pytest.mark.parametrize("direction", [1, -1])
+def test_padded_output_is_zero_and_zero_length_keeps_initial_state(direction):
+    need("native")
+    module, x, lens, h0, c0 = make_case(3)
+    lens[1] = 0
+    y, (h, c) = ops.lstm(x, *params(module), lens, direction=direction, h0=h0, c0=c0, impl="native")
+    for b, n in enumerate(lens.tolist()):
+        assert (y[n:, b] == 0).all()
+    assert torch.equal(h[1], h0[1]) and torch.equal(c[1], c0[1])
+
+
+@pytest.mark.parametrize("direction", [1, -1])
+def test_gradcheck_float64(direction):
+    need("native")
+    module, x, lens, h0, c0 = make_case(4, T=5, B=3, n_in=3, H=2, dtype=torch.float64)
+    w_ih, w_hh, bias = (p.detach().clone().requires_grad_(True) for p in params(module))
+    inputs = [t.detach().clone().requires_grad_(True) for t in (x, h0, c0)]
+
+    def run(x, w_ih, w_hh, bias, h0, c0):
+        y, (h, c) = ops.lstm(x, w_ih, w_hh, bias, lens, direction=direction, h0=h0, c0=c0, impl="native")
+        return y, h, c
+
+    assert torch.autograd.gradcheck(run, (inputs[0], w_ih, w_hh, bias, inputs[1], inputs[2]))
+
+
+def test_native_equals_reference_without_initial_state():
+    need("native")
+    module, x, lens, _, _ = make_case(5, dtype=torch.float64)
+    y1, (h1, c1) = ops.lstm(x, *params(module), lens, direction=-1, impl="native")
+    y2, (h2, c2) = ops.lstm(x, *params(module), lens, direction=-1, impl="reference")
+    for a, b in [(y1, y2), (h1, h2), (c1, c2)]:
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("direction", [1, -1])
+def test_cuda_matches_cpu_reference(direction):
+    need("native", "cuda")
+    module, x, lens, h0, c0 = make_case(6)
+    inputs_cpu = [t.clone().requires_grad_(True) for t in (x, h0, c0)]
+    inputs_gpu = [t.detach().cuda().requires_grad_(True) for t in inputs_cpu]
+    gpu = copy.deepcopy(module).cuda()
+    ours = outputs_and_grads(
+        lambda: ops.lstm(
+            inputs_gpu[0],
+            *params(gpu),
+            lens,
+            direction=direction,
+            h0=inputs_gpu[1],
+            c0=inputs_gpu[2],
+            impl="native",
+        ),
+        inputs_gpu + [gpu.weight_hh_l0],
+        7,
+    )
+    theirs = outputs_and_grads(
+        lambda: ops.lstm(
+            inputs_cpu[0],
+            *params(module),
+            lens,
+            direction=direction,
+            h0=inputs_cpu[1],
+            c0=inputs_cpu[2],
+            impl="reference",
+        ),
+        inputs_cpu + [module.weight_hh_l0],
+        7,
+    )
+    assert_close([t.cpu() for t in ours[0]], theirs[0], None)
+    assert_close([t.cpu() for t in ours[1]], theirs[1], ["dx", "dh0", "dc0", "dW_hh"])
+
+
+def test_bad_weight_shape_names_it():
+    module, x, lens, _, _ = make_case(8)
+    w_ih, w_hh, bias = params(module)
+    with pytest.raises(ValueError, match="weight_ih must be"):
+        ops.lstm(x, w_ih.t(), w_hh, bias, lens, impl="reference")
