@@ -1,0 +1,145 @@
+"""The `lm` dataset: text corpora for language models, one sequence per line, words or characters.
+
+Semantics of RETURNN's LmDataset with `add_delayed_seq_data=True`, under seqtrain's key names:
+`classes` = the line's tokens + `seq_end_symbol` (RETURNN's `data`), `data` = `seq_start_symbol` +
+`classes[:-1]` (RETURNN's `delayed`), so the model reads `data[t]` and predicts `classes[t]`. Whitespace is
+collapsed and stripped as RETURNN's `parse_orthography` does; tags are `line-<n>`, counting kept lines.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from omegaconf import MISSING
+
+from seqtrain.config import opt
+from seqtrain.datasets import DATASETS
+from seqtrain.datasets.base import Dataset, DatasetOptions, DataSpec
+from seqtrain.datasets.vocab import Vocabulary
+from seqtrain.errors import ConfigError, DataError
+
+
+@dataclass
+class LmOptions(DatasetOptions):
+    corpus_file: list[str] = opt(MISSING, "text files, one sequence per line, concatenated (.gz: gzip)")
+    units: str = opt("word", "word (split at whitespace) or char (every character, spaces included)")
+    vocab_file: str | None = opt(
+        None, "vocabulary (dict literal or one label per line); if missing, built and written there"
+    )
+    vocab_build_from: list[str] | None = opt(
+        None,
+        "text files to build a missing vocabulary from (default: corpus_file; give the train text for dev)",
+    )
+    vocab_min_count: int = opt(1, "building: keep symbols seen at least this often")
+    vocab_max_size: int | None = opt(None, "building: keep the most frequent symbols, specials included")
+    unknown_symbol: str | None = opt(
+        "<unk>", "stands for symbols not in the vocabulary (null: they are errors)"
+    )
+    seq_start_symbol: str = opt("<s>", "first input label (RETURNN's delayed_seq_data_start_symbol)")
+    seq_end_symbol: str | None = opt("</s>", "appended to each target sequence (RETURNN's seq_end_symbol)")
+    skip_empty_lines: bool = opt(True, "empty lines are no sequences (as RETURNN)")
+    tag_prefix: str = opt("line-", "sequence tag = prefix + index of the kept line")
+
+
+def open_text(path: str):
+    if not Path(path).is_file():
+        raise DataError(f"text file {path} not found")
+    if path.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf8")
+    return open(path, encoding="utf8")
+
+
+def iter_lines(paths: list[str], skip_empty: bool) -> Iterator[tuple[str, str]]:
+    """(`file:line`, normalized text) of every sequence."""
+    for path in paths:
+        with open_text(path) as f:
+            try:
+                for num, line in enumerate(f, 1):
+                    text = " ".join(line.split())
+                    if text or not skip_empty:
+                        yield f"{path}:{num}", text
+            except (UnicodeDecodeError, OSError, EOFError) as exc:
+                raise DataError(f"text file {path}: cannot read: {exc}") from None
+
+
+def split_units(text: str, units: str) -> list[str]:
+    return text.split() if units == "word" else list(text)
+
+
+@DATASETS.register("lm", LmOptions)
+class LmDataset(Dataset):
+    """All lines are read and encoded once; sequences are slices of one int32 array."""
+
+    def __init__(self, opts: LmOptions, name: str):
+        super().__init__(opts, name)
+        if opts.units not in ("word", "char"):
+            raise ConfigError(f"{name}.units: expected word or char, got {opts.units!r}")
+        if not opts.corpus_file:
+            raise ConfigError(f"{name}.corpus_file: give at least one text file")
+        self.vocab = self._vocabulary(opts)
+        specials = [opts.seq_start_symbol] + (
+            [opts.seq_end_symbol] if opts.seq_end_symbol is not None else []
+        )
+        for sym in specials:
+            if sym not in self.vocab.index:
+                raise DataError(f"{name}: symbol {sym!r} is not in the vocabulary {self.vocab.source}")
+        self._start = self.vocab.index[opts.seq_start_symbol]
+        self._end = self.vocab.index.get(opts.seq_end_symbol) if opts.seq_end_symbol is not None else None
+        self._tokens, self._offsets = self._encode_corpus(opts)
+
+    def _vocabulary(self, opts: LmOptions) -> Vocabulary:
+        if opts.vocab_file and Path(opts.vocab_file).is_file():
+            return Vocabulary.load(opts.vocab_file, opts.unknown_symbol)
+        counts = Counter()
+        for _, text in iter_lines(list(opts.vocab_build_from or opts.corpus_file), skip_empty=True):
+            counts.update(split_units(text, opts.units))
+        specials = [opts.seq_start_symbol, opts.seq_end_symbol]
+        vocab = Vocabulary.build(
+            counts,
+            [s for s in specials if s is not None],
+            opts.unknown_symbol,
+            opts.vocab_min_count,
+            opts.vocab_max_size,
+        )
+        if opts.vocab_file:
+            vocab.save(opts.vocab_file)
+            vocab.source = opts.vocab_file
+        return vocab
+
+    def _encode_corpus(self, opts: LmOptions) -> tuple[np.ndarray, np.ndarray]:
+        seqs = [
+            self.vocab.encode(split_units(text, opts.units), where)
+            for where, text in iter_lines(list(opts.corpus_file), opts.skip_empty_lines)
+        ]
+        if not seqs:
+            raise DataError(f"{self.name}: no sequences in {', '.join(opts.corpus_file)}")
+        lens = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+        offsets = np.concatenate([[0], np.cumsum(lens)])
+        return np.concatenate(seqs).astype(np.int32), offsets
+
+    @property
+    def num_seqs(self) -> int:
+        return len(self._offsets) - 1
+
+    @property
+    def extern_data(self) -> dict[str, DataSpec]:
+        spec = DataSpec(len(self.vocab), sparse=True, dtype="int32", vocab=self.vocab.labels)
+        return {"data": spec, "classes": spec}
+
+    def seq_tag(self, idx: int) -> str:
+        return f"{self.opts.tag_prefix}{idx}"
+
+    def seq_len(self, idx: int) -> dict[str, int]:
+        n = int(self._offsets[idx + 1] - self._offsets[idx]) + (self._end is not None)
+        return {"data": n, "classes": n}
+
+    def get_seq(self, idx: int) -> dict[str, np.ndarray]:
+        tokens = self._tokens[self._offsets[idx] : self._offsets[idx + 1]]
+        classes = np.append(tokens, self._end).astype(np.int32) if self._end is not None else tokens.copy()
+        data = np.concatenate([[self._start], classes]).astype(np.int32)[: len(classes)]
+        return {"data": data, "classes": classes}
