@@ -1,0 +1,177 @@
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from seqtrain.config import BatchingConfig
+from seqtrain.data import iterate_batches
+from seqtrain.datasets import build_dataset
+from seqtrain.datasets.vocab import Vocabulary
+from seqtrain.errors import ConfigError, DataError
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+PTB = SHARED_DATA / "lm" / "ptb"
+SHAKESPEARE = SHARED_DATA / "lm" / "tinyshakespeare" / "input.txt"
+MODES = [
+    "default",
+    "reverse",
+    "sorted",
+    "sorted_reverse",
+    "random",
+    "random:2",
+    "laplace:3",
+    "laplace:.20",
+    "sort_bin_shuffle:3",
+    "sort_bin_shuffle_x2:.20",
+]
+
+needs_data = pytest.mark.skipif(not PTB.is_dir(), reason=f"shared test data not found at {PTB}")
+
+
+def lm(*files, **opts):
+    return build_dataset({"class": "lm", "corpus_file": [str(f) for f in files], **opts}, "dataset.train")
+
+
+@pytest.fixture
+def small_ptb(tmp_path):
+    """The first 300 lines of PTB's validation text."""
+    if not PTB.is_dir():
+        pytest.skip(f"shared test data not found at {PTB}")
+    lines = (PTB / "ptb.valid.txt").read_text().splitlines(keepends=True)[:300]
+    (tmp_path / "small.txt").write_text("".join(lines))
+    return tmp_path / "small.txt"
+
+
+@needs_data
+def test_ptb_words_with_the_train_vocabulary(tmp_path):
+    vocab_file = tmp_path / "vocab.txt"
+    ds = lm(PTB / "ptb.valid.txt", vocab_file=str(vocab_file), vocab_build_from=[str(PTB / "ptb.train.txt")])
+    labels = ds.extern_data["classes"].vocab
+    assert len(labels) == 10001 and labels[:3] == [
+        "<s>",
+        "</s>",
+        "<unk>",
+    ]  # PTB's 10k words (<unk> incl.) + 2
+    assert ds.num_seqs == 3370 and ds.seq_tag(5) == "line-5"
+    first = (PTB / "ptb.valid.txt").read_text().splitlines()[0].split()
+    seq = ds.get_seq(0)
+    assert [labels[i] for i in seq["classes"]] == first + ["</s>"]
+    assert [labels[i] for i in seq["data"]] == ["<s>"] + first
+    assert seq["data"].dtype == seq["classes"].dtype == np.int32
+    assert ds.seq_len(0) == {"data": len(first) + 1, "classes": len(first) + 1}
+    assert Vocabulary.load(vocab_file).labels == labels  # written, and reused as is
+    again = lm(PTB / "ptb.test.txt", vocab_file=str(vocab_file))
+    assert again.extern_data["classes"].vocab == labels
+
+
+@needs_data
+def test_ptb_train_token_count():
+    ds = lm(PTB / "ptb.train.txt")
+    assert ds.num_seqs == 42068
+    assert sum(ds.seq_len(i)["classes"] for i in range(ds.num_seqs)) == 929589  # words + one end per line
+
+
+@needs_data
+def test_tinyshakespeare_characters():
+    ds = lm(SHAKESPEARE, units="char")
+    labels = ds.extern_data["data"].vocab
+    assert len(labels) == 3 + 64  # 65 distinct characters in the file, less the newline
+    assert "".join(labels[i] for i in ds.get_seq(0)["classes"][:-1]) == "First Citizen:"
+
+
+def test_same_as_returnn_lm_dataset(small_ptb, tmp_path):
+    lm_mod = pytest.importorskip("returnn.datasets.lm")
+    ours = lm(small_ptb, vocab_file=str(tmp_path / "vocab"))
+    ref = lm_mod.LmDataset(
+        corpus_file=str(small_ptb),
+        orth_symbols_map_file=str(tmp_path / "vocab"),
+        word_based=True,
+        seq_end_symbol="</s>",
+        unknown_symbol="<unk>",
+        add_delayed_seq_data=True,
+        delayed_seq_data_start_symbol="<s>",
+    )
+    ref.initialize()
+    ref.init_seq_order(1)
+    ref.load_seqs(0, ours.num_seqs)
+    assert ref.num_seqs == ours.num_seqs
+    for i in range(ours.num_seqs):
+        seq = ours.get_seq(i)
+        assert ref.get_tag(i) == ours.seq_tag(i)
+        assert np.array_equal(ref.get_data(i, "data"), seq["classes"])  # RETURNN's target is its `data`
+        assert np.array_equal(ref.get_data(i, "delayed"), seq["data"])
+
+
+def test_vocab_file_read_by_returnn(small_ptb, tmp_path):
+    vocab_mod = pytest.importorskip("returnn.datasets.util.vocabulary")
+    ours = lm(small_ptb, units="char", vocab_file=str(tmp_path / "chars"))
+    ref = vocab_mod.Vocabulary(str(tmp_path / "chars"), unknown_label="<unk>")
+    assert ref.labels == ours.vocab.labels
+
+
+def test_gzip_and_unknown_symbols(small_ptb, tmp_path):
+    with gzip.open(tmp_path / "small.txt.gz", "wt") as f:
+        f.write(small_ptb.read_text())
+    plain, zipped = lm(small_ptb), lm(tmp_path / "small.txt.gz")
+    assert all(
+        np.array_equal(plain.get_seq(i)["data"], zipped.get_seq(i)["data"]) for i in range(plain.num_seqs)
+    )
+    (tmp_path / "vocab").write_text("<s>\n</s>\n<unk>\nthe\n")
+    unk = lm(small_ptb, vocab_file=str(tmp_path / "vocab"))
+    assert set(unk.get_seq(0)["classes"].tolist()) <= {1, 2, 3}
+    (tmp_path / "vocab2").write_text("<s>\n</s>\nthe\n")
+    with pytest.raises(DataError, match=r"small.txt:1: symbol 'consumers' is not in the vocabulary"):
+        lm(small_ptb, vocab_file=str(tmp_path / "vocab2"), unknown_symbol=None)
+
+
+def test_no_end_symbol_and_empty_lines(tmp_path):
+    (tmp_path / "t.txt").write_text("a b\n\n  c   a \n")
+    ds = lm(tmp_path / "t.txt", seq_end_symbol=None)
+    assert ds.num_seqs == 2 and ds.extern_data["data"].vocab == ["<s>", "<unk>", "a", "b", "c"]
+    seq = ds.get_seq(1)
+    assert seq["data"].tolist() == [0, 4] and seq["classes"].tolist() == [4, 2]
+    kept = lm(tmp_path / "t.txt", skip_empty_lines=False)
+    assert (
+        kept.num_seqs == 3
+        and kept.get_seq(1)["classes"].tolist() == [1]
+        and kept.get_seq(1)["data"].tolist() == [0]
+    )
+
+
+def test_errors(tmp_path):
+    with pytest.raises(DataError, match="nope.txt not found"):
+        lm(tmp_path / "nope.txt")
+    with pytest.raises(ConfigError, match="dataset.train.units"):
+        lm(tmp_path / "nope.txt", units="bytes")
+    (tmp_path / "v").write_text('{"a": 0, "b": 2}')
+    with pytest.raises(DataError, match="indices must be 0..1"):
+        lm(tmp_path / "nope.txt", vocab_file=str(tmp_path / "v"))
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_every_seq_ordering_and_partition(small_ptb, parts):
+    for mode in MODES:
+        ds = lm(small_ptb, seq_ordering=mode, partition_epoch=parts)
+        seen = []
+        for epoch in range(1, parts + 1):
+            ds.init_epoch(epoch)
+            seen += ds.seq_order.tolist()
+        assert sorted(seen) == list(range(ds.num_seqs)), mode
+
+
+def batches(ds, workers):
+    cfg = BatchingConfig(batch_size=800, max_seqs=32, num_workers=workers)
+    return [
+        (b.tags, {k: v.clone() for k, v in b.data.items()})
+        for e in (1, 2)
+        for b in iterate_batches(ds, cfg, e, train=True)
+    ]
+
+
+def test_same_batches_with_workers(small_ptb):
+    ds = lm(small_ptb, seq_ordering="random", partition_epoch=2)
+    ref, got = batches(ds, 0), batches(ds, 2)
+    assert [t for t, _ in ref] == [t for t, _ in got] and len(ref) > 2
+    assert all(torch.equal(a[k], b[k]) for (_, a), (_, b) in zip(ref, got) for k in a)
