@@ -56,6 +56,9 @@ class RecLayer(Layer):
         self.reset_parameters()
         self.out_spec = DataSpec(hidden, time=True)
 
+    def extra_repr(self) -> str:
+        return f"{self.weight_ih.shape[1]} -> {self.opts.n_out}, unit={self.opts.unit}, direction={self.opts.direction}"
+
     def reset_parameters(self) -> None:
         bound = 1.0 / math.sqrt(self.opts.n_out)  # as torch.nn.LSTM
         for p in (self.weight_ih, self.weight_hh):
