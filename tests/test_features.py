@@ -8,6 +8,7 @@ import soundfile as sf
 from seqtrain.datasets.features import (
     FbankSettings,
     NormStats,
+    apply_filterbank,
     hz_to_mel,
     log_mel_fbank,
     mel_filterbank,
@@ -56,6 +57,21 @@ def test_triangles_sum_to_one_between_first_and_last_centre():
     centres = mel_to_hz(np.linspace(0, hz_to_mel(8000), 82))[1:-1]
     inside = (freqs >= centres[0]) & (freqs <= centres[-1])
     assert np.allclose(fb[inside].sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        S,
+        FbankSettings(num_mel_bins=128),
+        FbankSettings(num_mel_bins=40, n_fft=1024, fmin=100, fmax=7000),
+        FbankSettings(sample_rate=8000, num_mel_bins=23, window_ms=20),
+    ],
+)
+def test_banded_filterbank_equals_the_matmul(settings):
+    power = np.random.RandomState(3).rand(30, settings.fft_size // 2 + 1) ** 4
+    dense = power @ mel_filterbank(settings)
+    assert np.allclose(apply_filterbank(power, settings), dense, rtol=1e-12, atol=1e-15)
 
 
 def test_fbank_equals_naive_reference():
