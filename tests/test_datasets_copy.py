@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+import torch
+
+from seqtrain.config import BatchingConfig
+from seqtrain.data import iterate_batches
+from seqtrain.datasets import DataSpec, build_dataset
+from seqtrain.errors import ConfigError
+
+MODES = [
+    "default",
+    "reverse",
+    "sorted",
+    "sorted_reverse",
+    "random",
+    "random:2",
+    "laplace:3",
+    "laplace:.20",
+    "sort_bin_shuffle:3",
+    "sort_bin_shuffle_x2:.20",
+]
+
+
+def copy_task(**opts):
+    return build_dataset({"class": "copy_task", "num_seqs": 50, **opts}, "dataset.train")
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_targets_copy_or_reverse_the_input(reverse):
+    ds = copy_task(reverse=reverse, vocab_size=7, min_len=3, max_len=9)
+    ds.init_epoch(1)
+    assert ds.extern_data == {
+        "data": DataSpec(7, sparse=True, dtype="int32"),
+        "classes": DataSpec(7, sparse=True, dtype="int32"),
+    }
+    lens = set()
+    for i in range(ds.num_seqs):
+        seq = ds.get_seq(i)
+        expected = seq["data"][::-1] if reverse else seq["data"]
+        assert np.array_equal(seq["classes"], expected) and seq["data"].dtype == np.int32
+        assert 3 <= len(seq["data"]) <= 9 and 0 <= seq["data"].min() and seq["data"].max() < 7
+        lens.add(len(seq["data"]))
+    assert lens == set(range(3, 10))  # the whole range is used
+
+
+def test_regenerated_per_epoch_unless_fixed():
+    ds, fixed = copy_task(), copy_task(fixed_random_seed=3)
+    data = {}
+    for epoch in (1, 2):
+        ds.init_epoch(epoch)
+        fixed.init_epoch(epoch)
+        data[epoch] = (
+            [ds.get_seq(i)["data"].tolist() for i in range(50)],
+            [fixed.get_seq(i)["data"].tolist() for i in range(50)],
+        )
+    assert data[1][0] != data[2][0] and data[1][1] == data[2][1]
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="dataset.train.min_len/max_len"):
+        copy_task(min_len=5, max_len=4)
+    with pytest.raises(ConfigError, match="dataset.train.vocab_size"):
+        copy_task(vocab_size=0)
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_every_seq_ordering_and_partition(parts):
+    for mode in MODES:
+        ds = copy_task(seq_ordering=mode, partition_epoch=parts)
+        seen = []
+        for epoch in range(1, parts + 1):
+            ds.init_epoch(epoch)
+            seen += ds.seq_order.tolist()
+        assert sorted(seen) == list(range(ds.num_seqs)), mode
+
+
+def test_same_batches_with_workers():
+    ds = copy_task(seq_ordering="laplace:.10", partition_epoch=2, reverse=True)
+
+    def run(workers):
+        cfg = BatchingConfig(batch_size=200, max_seqs=8, num_workers=workers)
+        return [
+            (b.tags, {k: v.clone() for k, v in b.data.items()})
+            for e in (1, 2, 3)
+            for b in iterate_batches(ds, cfg, e, train=True)
+        ]
+
+    ref, got = run(0), run(2)
+    assert [t for t, _ in ref] == [t for t, _ in got] and len(ref) > 2
+    assert all(torch.equal(a[k], b[k]) for (_, a), (_, b) in zip(ref, got) for k in a)
