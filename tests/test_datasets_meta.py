@@ -162,3 +162,25 @@ def test_same_batches_with_workers(tmp_path):
     ref, got = run(0), run(2)
     assert [t for t, _ in ref] == [t for t, _ in got] and len(ref) > 2
     assert all(torch.equal(a[k], b[k]) for (_, a), (_, b) in zip(ref, got) for k in a)
+
+
+@needs_data
+@pytest.mark.parametrize(
+    "name", ["hdf_fsdd", "librispeech_fsdd", "ptb", "tinyshakespeare", "copy", "reverse", "meta_fsdd"]
+)
+def test_shipped_dataset_configs_build(name, monkeypatch, tmp_path):
+    """Each conf/dataset/*.yaml of this issue composes and builds its datasets (paths via $SEQTRAIN_DATA)."""
+    from conftest import compose
+
+    monkeypatch.setenv("SEQTRAIN_DATA", str(SHARED_DATA))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cfg = compose(f"dataset={name}")
+    for split in ("train", "dev"):
+        ds = build_dataset(getattr(cfg.dataset, split), f"dataset.{split}")
+        if ds is None:  # meta_fsdd has no dev
+            continue
+        ds.init_epoch(1)
+        assert ds.num_seqs > 0 and set(ds.get_seq(int(ds.seq_order[0]))) == set(ds.extern_data)
+    if name == "reverse":
+        seq = ds.get_seq(0)
+        assert np.array_equal(seq["classes"], seq["data"][::-1])
