@@ -38,19 +38,25 @@ class Experiment:
             raise ConfigError("dataset: no train, dev or eval dataset configured")
         return {name: build_dataset(getattr(ds_cfg, name), f"dataset.{name}") for name in ("train", "dev", "eval")}
 
-    @cached_property
-    def network(self):
+    @property
+    def extern_data(self) -> dict:
+        return next(ds for ds in self.datasets.values() if ds is not None).extern_data
+
+    def build_network(self, layers: dict):
         from seqtrain.network import Network
 
-        torch.manual_seed(self.cfg.engine.seed)
-        first = next(ds for ds in self.datasets.values() if ds is not None)
-        return Network(self.cfg.network.layers, first.extern_data)
+        return Network(layers, self.extern_data)
 
     @cached_property
     def engine(self):
         from seqtrain.engine import Engine
 
-        return Engine(self.cfg, self.network, self.datasets, self.run_dir)
+        torch.manual_seed(self.cfg.engine.seed)
+        return Engine(self.cfg, self.build_network, self.datasets, self.run_dir)
+
+    @property
+    def network(self):
+        return self.engine.network
 
 
 def to_config(cfg: DictConfig) -> Config:

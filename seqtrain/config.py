@@ -183,6 +183,8 @@ class Config:
     batching: BatchingConfig = opt(factory=BatchingConfig, help="how sequences become batches")
     optimizer: OptimizerConfig = opt(MISSING, "optimizer group: adam, adamw, sgd")
     lr_control: LRControlConfig = opt(factory=LRControlConfig, help="learning-rate control")
+    pretrain: PretrainConfig = opt(factory=PretrainConfig, help="layer-wise pretraining")
+    cleanup_old_models: CleanupConfig = opt(factory=CleanupConfig, help="checkpoint cleanup")
     engine: EngineConfig = opt(factory=EngineConfig, help="training loop")
     task: TaskConfig = opt(factory=TaskConfig, help="what to run")
     model_dir: str = opt("models", "checkpoint folder, relative to the run dir")

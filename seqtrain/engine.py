@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from seqtrain import checkpoint
+from seqtrain.cleanup import cleanup_old_models
 from seqtrain.config import Config
 from seqtrain.data import Batch, iterate_batches
 from seqtrain.datasets.base import Dataset
@@ -24,6 +25,7 @@ from seqtrain.reporting import Progress, TensorBoard
 from seqtrain.lr_control import build_lr_control
 from seqtrain.network import Network
 from seqtrain.optim import build_optimizer, set_learning_rate
+from seqtrain.pretrain import build_pretrain, copy_params_by_name, remap_optimizer_state
 from seqtrain.scores import ScoreAccumulator
 
 log = logging.getLogger(__name__)
@@ -36,13 +38,18 @@ def pick_device(name: str) -> torch.device:
 
 
 class Engine:
-    def __init__(self, cfg: Config, network: Network, datasets: dict[str, Dataset], run_dir: Path):
+    """`build_network(layer_dict)` makes a Network for the configured data; pretraining calls it per stage."""
+
+    def __init__(self, cfg: Config, build_network, datasets: dict[str, Dataset], run_dir: Path):
         self.cfg = cfg
         self.device = pick_device(cfg.engine.device)
-        self.network = network.to(self.device)
+        self.build_network = build_network
         self.datasets = datasets
         self.run_dir = Path(run_dir)
         self.model_dir = self.run_dir / cfg.model_dir
+        self.pretrain = build_pretrain(cfg.pretrain, cfg.network.layers)
+        self.layers = self.pretrain.layers_for_epoch(1) if self.pretrain else dict(cfg.network.layers)
+        self.network = build_network(self.layers).to(self.device)
         self.optimizer = build_optimizer(cfg.optimizer, self.network.parameters())
         self.lr_control = build_lr_control(cfg.lr_control)
         self.epoch = 0  # the last finished epoch
@@ -72,6 +79,8 @@ class Engine:
     def load_checkpoint(self, epoch: int, model_only: bool = False) -> None:
         path = checkpoint.checkpoint_path(self.model_dir, epoch)
         state = checkpoint.load(path, self.device)
+        if self.pretrain:  # a checkpoint from a pretrain stage holds that stage's network
+            self.use_layers(self.pretrain.layers_for_epoch(max(state["epoch"], 1)), carry_over=False)
         try:
             self.network.load_state_dict(state["model"])
         except RuntimeError as exc:
@@ -99,17 +108,49 @@ class Engine:
             log.info("already trained %d of %d epochs; nothing to do", self.epoch, self.cfg.engine.num_epochs)
         while self.epoch < self.cfg.engine.num_epochs:
             epoch = self.epoch + 1
-            lr = self.lr_control.learning_rate(epoch)
+            lr = self.start_epoch(epoch)
             train_scores = self.train_epoch(epoch, lr)
             self.epoch = epoch
             scores = {**train_scores, **self.score_datasets(["dev", "eval"])}
             self.lr_control.set_epoch_scores(epoch, scores)
+            self.lr_control.set_epoch_meta(epoch, {"global_train_step": self.global_step})
             self.lr_control.save(str(self.run_dir / "learning_rates"))
             self.log_epoch(epoch, lr, scores)
             is_last = epoch == self.cfg.engine.num_epochs
             if epoch % self.cfg.engine.save_interval == 0 or is_last:
                 self.save_checkpoint()
+                cleanup_old_models(self.model_dir, {e: d.error for e, d in self.lr_control.epoch_data.items()},
+                                   self.cfg.cleanup_old_models, self.lr_control.error_key())
         self.tb.close()
+
+    def start_epoch(self, epoch: int) -> float:
+        """The epoch's learning rate; with pretraining, first grow the network to the epoch's stage."""
+        if not self.pretrain:
+            return self.lr_control.learning_rate(epoch)
+        stage = self.pretrain.stage_for_epoch(epoch)
+        self.use_layers(self.pretrain.layers_for_epoch(epoch), carry_over=True, epoch=epoch)
+        lr = self.pretrain.learning_rate(epoch, self.lr_control)
+        log.info("epoch %d: pretrain stage %s", epoch, "final (full network)" if stage is None else stage + 1)
+        self.tb.scalar("epoch/pretrain_stage", -1 if stage is None else stage + 1, epoch)
+        return lr
+
+    def use_layers(self, layers: dict, carry_over: bool, epoch: int = 0) -> None:
+        """Rebuild the network (and optimizer) from `layers` if they changed; parameters and optimizer state
+        are copied by name when `carry_over`."""
+        if layers == self.layers:
+            return
+        old_network, old_optimizer = self.network, self.optimizer.state_dict()
+        old_names = [n for n, _ in old_network.named_parameters()]
+        self.network = self.build_network(layers).to(self.device)
+        self.optimizer = build_optimizer(self.cfg.optimizer, self.network.parameters())
+        self.layers = layers
+        if carry_over:
+            skip = self.pretrain.skip_copy_layers(epoch)
+            new_names = [n for n, _ in self.network.named_parameters()]
+            lines = copy_params_by_name(old_network.state_dict(), self.network, skip)
+            lines += remap_optimizer_state(old_optimizer, old_names, self.optimizer, new_names, skip)
+            for line in lines:
+                log.info("epoch %d network change: %s", epoch, line)
 
     def train_epoch(self, epoch: int, lr: float) -> dict[str, float]:
         self.network.train()

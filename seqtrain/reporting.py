@@ -71,6 +71,10 @@ class TensorBoard:
             self.writer.add_scalar(f"epoch/{key}", value, epoch)
         self.writer.flush()
 
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar(tag, value, step)
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()

@@ -29,7 +29,11 @@ def test_resume_gives_identical_parameters(tmp_path):
 def test_training_learns_and_checkpoints(tmp_path):
     exp = train(tmp_path, "engine.num_epochs=3", "dataset.train.num_seqs=200",
                 "engine.save_interval=2", "engine.gradient_clip_global_norm=1.0", "engine.accum_grad_multiple_step=2")
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["epoch.002.pt", "epoch.003.pt"]
+    models = tmp_path / "models"
+    assert sorted(p.name for p in models.iterdir()) == ["best.pt", "epoch.002.pt", "epoch.003.pt"]
+    dev = {e: d.error["dev_score_output"] for e, d in exp.engine.lr_control.epoch_data.items() if e in (2, 3)}
+    best = min(dev, key=dev.get)
+    assert (models / "best.pt").resolve() == (models / f"epoch.{best:03d}.pt").resolve()
     scores = exp.engine.score("dev")
     assert set(scores) == {"dev_score_output", "dev_error_output"}
     assert scores["dev_error_output"] < 0.139  # below always predicting the majority class L
@@ -42,3 +46,16 @@ def test_nonfinite_loss_names_step_and_sequences(tmp_path):
     with pytest.raises(TrainingError, match=r"epoch 1 step 0 .*loss is nan .*sequences: seq-"):
         exp.engine.train()
     assert not (tmp_path / "models").exists()
+
+
+def test_pretraining_grows_the_network_and_resumes(tmp_path):
+    deep = ["network=mlp", "network.vars.hidden_dim=16", "pretrain.enabled=true", "cleanup_old_models.best_link=false"]
+    exp = train(tmp_path / "a", *deep, "engine.num_epochs=3")
+    assert list(exp.network.layers) == ["hidden1", "hidden2", "output"]
+    assert sorted(exp.engine.lr_control.epoch_data) == [1, 2, 3]
+    stage1 = torch.load(tmp_path / "a" / "models" / "epoch.001.pt", weights_only=True)["model"]
+    assert {k.split(".")[1] for k in stage1} == {"hidden1", "output"}  # stage 1: {hidden1} + output
+    train(tmp_path / "b", *deep, "engine.num_epochs=1")
+    resumed = train(tmp_path / "b", *deep, "engine.num_epochs=3")
+    a, b = exp.network.state_dict(), resumed.network.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
