@@ -55,6 +55,9 @@ class OptimizerConfig:
     name: str = opt(MISSING, "torch optimizer: adam, adamw, sgd")
     lr: float = opt(1e-3, "base learning rate (lr_control.learning_rate defaults to it)")
     weight_decay: float = opt(0.0, "L2 penalty (decoupled for adamw)")
+    weight_decay_skip_bias_and_norm: bool = opt(
+        True, "no weight decay on biases and norm scales (1-dim parameters), as RETURNN and fairseq"
+    )
 
 
 @dataclass
@@ -161,6 +164,11 @@ class EngineConfig:
     torch_amp: Optional[str] = opt(None, "autocast dtype: null, bfloat16, float16")
     seed: int = opt(42, "random seed for parameters, dropout and everything not tied to the epoch")
     gradient_clip_global_norm: Optional[float] = opt(None, "clip the global gradient norm to this")
+    gradient_clip: Optional[float] = opt(None, "clip each gradient value to [-x, x]")
+    gradient_noise: float = opt(0.0, "std of Gaussian noise added to the gradients (RETURNN's gradient_noise)")
+    stop_on_nonfinite_train_score: bool = opt(
+        True, "a NaN/inf training loss stops the run (false: skip that update, log a warning, go on)"
+    )
     accum_grad_multiple_step: int = opt(1, "accumulate gradients over this many steps per update")
     save_interval: int = opt(1, "write a checkpoint every N epochs (the last epoch always)")
     log_interval: int = opt(50, "steps between log lines when the progress bar is off")

@@ -140,13 +140,13 @@ class Engine:
         if layers == self.layers:
             return
         old_network, old_optimizer = self.network, self.optimizer.state_dict()
-        old_names = [n for n, _ in old_network.named_parameters()]
+        old_names = optimizer_param_names(old_network, self.optimizer)
         self.network = self.build_network(layers).to(self.device)
         self.optimizer = build_optimizer(self.cfg.optimizer, self.network.parameters())
         self.layers = layers
         if carry_over:
             skip = self.pretrain.skip_copy_layers(epoch)
-            new_names = [n for n, _ in self.network.named_parameters()]
+            new_names = optimizer_param_names(self.network, self.optimizer)
             lines = copy_params_by_name(old_network.state_dict(), self.network, skip)
             lines += remap_optimizer_state(old_optimizer, old_names, self.optimizer, new_names, skip)
             for line in lines:
@@ -169,7 +169,9 @@ class Engine:
                 outputs = self.network(data)
                 losses = self.network.losses(outputs, data)
                 total = self.network.total_loss(losses)
-            self.check_finite(total, losses, batch, epoch, step_in_epoch)
+            if not self.check_finite(total, losses, batch, epoch, step_in_epoch):
+                self.optimizer.zero_grad(set_to_none=True)
+                continue
             self.scaler.scale(total / accum if accum > 1 else total).backward()
             grad_norm = None
             if (step_in_epoch + 1) % accum == 0 or is_last:
@@ -189,21 +191,33 @@ class Engine:
     def update(self) -> float:
         """One optimizer step with optional global-norm clipping; returns the gradient norm."""
         self.scaler.unscale_(self.optimizer)
-        clip = self.cfg.engine.gradient_clip_global_norm
+        cfg = self.cfg.engine
         params = [p for p in self.network.parameters() if p.grad is not None]
+        if cfg.gradient_noise:
+            for p in params:
+                p.grad.add_(torch.randn_like(p.grad), alpha=cfg.gradient_noise)
+        if cfg.gradient_clip:
+            torch.nn.utils.clip_grad_value_(params, cfg.gradient_clip)
+        clip = cfg.gradient_clip_global_norm
         norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf"))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return float(norm)
 
-    def check_finite(self, total: torch.Tensor, losses, batch: Batch, epoch: int, step: int) -> None:
+    def check_finite(self, total: torch.Tensor, losses, batch: Batch, epoch: int, step: int) -> bool:
+        """False for a NaN/inf loss (the step is skipped), or a TrainingError naming the batch's sequences."""
         value = float(total.detach())
-        if not math.isfinite(value):
-            per_layer = ", ".join(f"{k}={float(v.loss_sum.detach()):.4g}" for k, v in losses.items())
-            tags = ", ".join(batch.tags[:10]) + (" ..." if len(batch.tags) > 10 else "")
-            raise TrainingError(f"epoch {epoch} step {step} (global step {self.global_step}): loss is {value} "
-                                f"({per_layer}); sequences: {tags}")
+        if math.isfinite(value):
+            return True
+        per_layer = ", ".join(f"{k}={float(v.loss_sum.detach()):.4g}" for k, v in losses.items())
+        tags = ", ".join(batch.tags[:10]) + (" ..." if len(batch.tags) > 10 else "")
+        message = (f"epoch {epoch} step {step} (global step {self.global_step}): loss is {value} "
+                   f"({per_layer}); sequences: {tags}")
+        if self.cfg.engine.stop_on_nonfinite_train_score:
+            raise TrainingError(message)
+        log.warning("%s; update skipped (engine.stop_on_nonfinite_train_score is false)", message)
+        return False
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -238,6 +252,12 @@ class Engine:
         text = " ".join(f"{k} {v:.4g}" for k, v in sorted(scores.items()))
         log.info("epoch %d: lr %.4g %s", epoch, lr, text)
         self.tb.epoch(epoch, lr, scores)
+
+
+def optimizer_param_names(network: Network, optimizer: torch.optim.Optimizer) -> list[str]:
+    """Parameter names in the optimizer's order (its param groups may reorder them)."""
+    names = {id(p): n for n, p in network.named_parameters()}
+    return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
 
 
 def _with_last(items):

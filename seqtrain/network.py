@@ -145,6 +145,9 @@ class Network(nn.Module):
             opts = self.layers[name].opts
             loss = value.loss_sum / value.num_frames.clamp_min(1) if opts.use_normalized_loss else value.loss_sum
             total = total + opts.loss_scale * loss
+        for layer in self.layers.values():
+            if layer.opts.L2:  # RETURNN: L2 on the layer's parameters, added to the total loss
+                total = total + layer.opts.L2 * sum((p * p).sum() for p in layer.parameters())
         return total
 
     def num_params(self) -> int:

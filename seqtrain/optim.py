@@ -12,7 +12,18 @@ from seqtrain.errors import ConfigError
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
+def param_groups(cfg: OptimizerConfig, params: Iterable[torch.nn.Parameter]) -> list[dict]:
+    """Two groups when biases and norm scales (1-dim parameters) skip weight decay, else one.
+    The groups keep the parameters' order, which pretraining relies on to carry optimizer state over."""
+    params = list(params)
+    if not cfg.weight_decay or not cfg.weight_decay_skip_bias_and_norm:
+        return [{"params": params}]
+    return [{"params": [p for p in params if p.dim() > 1]},
+            {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]
+
+
 def build_optimizer(cfg: OptimizerConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    params = param_groups(cfg, params)
     if cfg.name in ("adam", "adamw"):
         cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
         return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay,

@@ -59,3 +59,26 @@ def test_pretraining_grows_the_network_and_resumes(tmp_path):
     resumed = train(tmp_path / "b", *deep, "engine.num_epochs=3")
     a, b = exp.network.state_dict(), resumed.network.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_gradient_clipping_by_value_and_norm(tmp_path):
+    exp = Experiment(compose(*SMALL, "optimizer=sgd", "optimizer.lr=1.0", "engine.gradient_clip=0.5",
+                             "engine.gradient_clip_global_norm=1.0"), tmp_path)
+    engine = exp.engine
+    params = list(engine.network.parameters())
+    before = [p.detach().clone() for p in params]
+    for p in params:
+        p.grad = torch.full_like(p, 3.0)
+    norm = engine.update()
+    clipped = torch.cat([torch.full_like(p, 0.5).flatten() for p in params])  # value clip first: 3 -> 0.5
+    assert norm == pytest.approx(float(clipped.norm()), rel=1e-5)  # the norm before norm clipping
+    step = torch.cat([(b - p.detach()).flatten() for b, p in zip(before, params)])
+    torch.testing.assert_close(step, clipped / clipped.norm())  # SGD lr 1: the step is the clipped gradient
+
+
+def test_nonfinite_loss_can_be_skipped(tmp_path, caplog):
+    exp = Experiment(compose(*SMALL, "engine.num_epochs=1", "engine.stop_on_nonfinite_train_score=false"), tmp_path)
+    with torch.no_grad():
+        exp.network.layers["output"].linear.bias.fill_(float("nan"))
+    exp.engine.train()
+    assert "update skipped" in caplog.text and exp.engine.global_step == 0

@@ -150,3 +150,11 @@ def test_dropout_only_in_training():
     assert torch.equal(net(data)["output"].raw, data["data"].raw)
     net.train()
     assert (net(data)["output"].raw == 0).float().mean() > 0.3
+
+
+def test_l2_adds_squared_weights_to_the_loss():
+    net = Network({"output": {"class": "softmax", "loss": "ce", "L2": 0.01}}, EXTERN)
+    data = batch([3])
+    losses = net.losses(net(data), data)
+    weights = sum((p * p).sum() for p in net.layers["output"].parameters())
+    torch.testing.assert_close(net.total_loss(losses), losses["output"].loss_sum + 0.01 * weights)

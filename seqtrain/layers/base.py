@@ -28,6 +28,7 @@ class LayerOptions:
     loss_opts: Dict[str, Any] = opt(factory=dict, help="loss options, e.g. {label_smoothing: 0.1}")
     use_normalized_loss: bool = opt(False, "gradient of the per-frame mean instead of the frame sum")
     is_output_layer: bool = opt(False, "build and run this layer even if nothing reads it")
+    L2: Optional[float] = opt(None, "add L2 * (sum of this layer's squared weights) to the training loss")
 
 
 ACTIVATIONS = {
