@@ -36,7 +36,9 @@ class Experiment:
         ds_cfg = self.cfg.dataset
         if ds_cfg.train is None and ds_cfg.dev is None and ds_cfg.eval is None:
             raise ConfigError("dataset: no train, dev or eval dataset configured")
-        return {name: build_dataset(getattr(ds_cfg, name), f"dataset.{name}") for name in ("train", "dev", "eval")}
+        return {
+            name: build_dataset(getattr(ds_cfg, name), f"dataset.{name}") for name in ("train", "dev", "eval")
+        }
 
     @property
     def extern_data(self) -> dict:

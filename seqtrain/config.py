@@ -8,7 +8,7 @@ the dataset dicts) are validated by their registries when they are built, with t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional  # noqa: UP035  (OmegaConf needs typing generics)
+from typing import Any  # noqa: UP035  (OmegaConf needs typing generics)
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -23,29 +23,29 @@ def opt(default: Any = MISSING, help: str = "", factory: Any = None) -> Any:  # 
 
 @dataclass
 class NetworkConfig:
-    layers: Dict[str, Any] = opt(
+    layers: dict[str, Any] = opt(
         factory=dict, help="RETURNN-style layer dict: name -> {class, from, n_out, activation, loss, ...}"
     )
-    vars: Dict[str, Any] = opt(
+    vars: dict[str, Any] = opt(
         factory=dict, help="free variables for the layer dict, used as ${network.vars.NAME} (e.g. lstm_dim)"
     )
 
 
 @dataclass
 class DatasetsConfig:
-    train: Optional[Dict[str, Any]] = opt(None, "training dataset: {class: NAME, ...its options}")
-    dev: Optional[Dict[str, Any]] = opt(None, "dev dataset, scored every epoch (its score steers LR control)")
-    eval: Optional[Dict[str, Any]] = opt(None, "extra dataset scored every epoch and by task=eval")
+    train: dict[str, Any] | None = opt(None, "training dataset: {class: NAME, ...its options}")
+    dev: dict[str, Any] | None = opt(None, "dev dataset, scored every epoch (its score steers LR control)")
+    eval: dict[str, Any] | None = opt(None, "extra dataset scored every epoch and by task=eval")
 
 
 @dataclass
 class BatchingConfig:
     batch_size: int = opt(5000, "max padded frames per batch (max_len * num_seqs), RETURNN's batch_size")
     max_seqs: int = opt(40, "max sequences per batch")
-    max_seq_length: Optional[int] = opt(None, "drop training sequences longer than this (counted in the log)")
-    min_seq_length: Optional[int] = opt(None, "drop training sequences shorter than this (counted in the log)")
-    chunking: Optional[str] = opt(None, "'size:step': cut training sequences into overlapping chunks")
-    eval_batch_size: Optional[int] = opt(None, "batch_size for dev/eval/search (default: batch_size)")
+    max_seq_length: int | None = opt(None, "drop training sequences longer than this (counted in the log)")
+    min_seq_length: int | None = opt(None, "drop training sequences shorter than this (counted in the log)")
+    chunking: str | None = opt(None, "'size:step': cut training sequences into overlapping chunks")
+    eval_batch_size: int | None = opt(None, "batch_size for dev/eval/search (default: batch_size)")
     num_workers: int = opt(0, "DataLoader worker processes for loading and features (0: in the main process)")
     prefetch_factor: int = opt(2, "batches prefetched per worker")
 
@@ -63,7 +63,7 @@ class OptimizerConfig:
 @dataclass
 class AdamConfig(OptimizerConfig):
     name: str = "adam"
-    betas: List[float] = opt(factory=lambda: [0.9, 0.999], help="Adam beta1, beta2")
+    betas: list[float] = opt(factory=lambda: [0.9, 0.999], help="Adam beta1, beta2")
     eps: float = opt(1e-8, "Adam epsilon")
     amsgrad: bool = opt(False, "use the AMSGrad variant")
 
@@ -87,16 +87,14 @@ class LRControlConfig:
         "constant", "learning-rate control: constant, newbob, newbob_abs, newbob_multi_epoch, plateau"
     )
     learning_rate: float = opt("${optimizer.lr}", "initial learning rate (default: optimizer.lr)")
-    learning_rates: Optional[Any] = opt(
-        None, "per-epoch LRs applied first: a list (epoch 1..) or {epoch: lr}"
-    )
+    learning_rates: Any | None = opt(None, "per-epoch LRs applied first: a list (epoch 1..) or {epoch: lr}")
     min_learning_rate: float = opt(0.0, "a decay never takes the LR below this")
     newbob_learning_rate_decay: float = opt(0.5, "newbob*: LR factor when the score did not improve enough")
     newbob_learning_rate_growth: float = opt(1.0, "newbob*: factor applied when it does (1.0: keep the LR)")
     newbob_relative_error_threshold: float = opt(
         -0.01, "newbob, newbob_multi_epoch: decay when the relative score change is above this"
     )
-    newbob_relative_error_grow_threshold: Optional[float] = opt(
+    newbob_relative_error_grow_threshold: float | None = opt(
         None, "newbob_multi_epoch: grow when the mean relative change is below this (default: the threshold)"
     )
     newbob_relative_error_div_by_old: bool = opt(
@@ -104,10 +102,10 @@ class LRControlConfig:
     )
     newbob_error_threshold: float = opt(-0.01, "newbob_abs: decay when new - old score is above this")
     newbob_multi_num_epochs: int = opt(5, "newbob_multi_epoch: average the relative change over N epochs")
-    newbob_multi_update_interval: Optional[int] = opt(
+    newbob_multi_update_interval: int | None = opt(
         None, "newbob_multi_epoch: change the LR only every N epochs (default: newbob_multi_num_epochs)"
     )
-    learning_rate_control_error_measure: Optional[Any] = opt(
+    learning_rate_control_error_measure: Any | None = opt(
         None, "score key (or list of keys) that steers, e.g. dev_error_output (default: the dev score)"
     )
     learning_rate_control_relative_error_relative_lr: bool = opt(
@@ -135,9 +133,7 @@ class PretrainConfig:
     )
     repetitions: Any = opt(1, "epochs per stage: an int, or a list (the last entry repeats)")
     copy_output_layer: bool = opt(True, "copy the output layer's parameters to the next stage (else re-init)")
-    learning_rate: Optional[float] = opt(
-        None, "fixed LR in pretrain epochs (default: lr_control.learning_rate)"
-    )
+    learning_rate: float | None = opt(None, "fixed LR in pretrain epochs (default: lr_control.learning_rate)")
     use_learning_rate_control_always: bool = opt(
         False, "let lr_control set the LR in pretrain epochs too, instead of the fixed one"
     )
@@ -148,10 +144,10 @@ class CleanupConfig:
     enabled: bool = opt(False, "delete old checkpoints after each epoch (RETURNN's cleanup_old_models)")
     keep_last_n: int = opt(2, "always keep the checkpoints of the last N epochs")
     keep_best_n: int = opt(4, "keep the N best epochs by each score key selected by best_by")
-    keep: Optional[List[int]] = opt(
+    keep: list[int] | None = opt(
         None, "epochs always kept (default: RETURNN's pattern, e.g. 4, 8, ... and 5, 10, 20, ...)"
     )
-    best_by: List[str] = opt(
+    best_by: list[str] = opt(
         factory=lambda: ["dev_"], help="score-key prefixes whose best epochs are kept ('' = all, as RETURNN)"
     )
     best_link: bool = opt(True, "keep models/best.pt pointing at the best checkpoint by the control score")
@@ -161,27 +157,29 @@ class CleanupConfig:
 class EngineConfig:
     num_epochs: int = opt(20, "train until this epoch (a partition_epoch sub-epoch counts as one epoch)")
     device: str = opt("auto", "auto (cuda if available), cpu, cuda, cuda:N")
-    torch_amp: Optional[str] = opt(None, "autocast dtype: null, bfloat16, float16")
+    torch_amp: str | None = opt(None, "autocast dtype: null, bfloat16, float16")
     seed: int = opt(42, "random seed for parameters, dropout and everything not tied to the epoch")
-    gradient_clip_global_norm: Optional[float] = opt(None, "clip the global gradient norm to this")
-    gradient_clip: Optional[float] = opt(None, "clip each gradient value to [-x, x]")
-    gradient_noise: float = opt(0.0, "std of Gaussian noise added to the gradients (RETURNN's gradient_noise)")
+    gradient_clip_global_norm: float | None = opt(None, "clip the global gradient norm to this")
+    gradient_clip: float | None = opt(None, "clip each gradient value to [-x, x]")
+    gradient_noise: float = opt(
+        0.0, "std of Gaussian noise added to the gradients (RETURNN's gradient_noise)"
+    )
     stop_on_nonfinite_train_score: bool = opt(
         True, "a NaN/inf training loss stops the run (false: skip that update, log a warning, go on)"
     )
     accum_grad_multiple_step: int = opt(1, "accumulate gradients over this many steps per update")
     save_interval: int = opt(1, "write a checkpoint every N epochs (the last epoch always)")
     log_interval: int = opt(50, "steps between log lines when the progress bar is off")
-    progress_bar: Optional[bool] = opt(None, "show a progress bar (default: when stdout is a terminal)")
+    progress_bar: bool | None = opt(None, "show a progress bar (default: when stdout is a terminal)")
     tensorboard: bool = opt(True, "write TensorBoard event files to <run dir>/tensorboard")
-    num_threads: Optional[int] = opt(None, "torch intra-op threads on CPU (default: torch's choice)")
+    num_threads: int | None = opt(None, "torch intra-op threads on CPU (default: torch's choice)")
 
 
 @dataclass
 class TaskConfig:
     name: str = opt("train", "train, eval, nop, nop_init_net_train, initialize_model, ...")
-    load_epoch: Optional[int] = opt(None, "checkpoint epoch to load (eval etc.; default: the last one)")
-    eval_datasets: List[str] = opt(factory=lambda: ["dev", "eval"], help="datasets task=eval scores")
+    load_epoch: int | None = opt(None, "checkpoint epoch to load (eval etc.; default: the last one)")
+    eval_datasets: list[str] = opt(factory=lambda: ["dev", "eval"], help="datasets task=eval scores")
 
 
 @dataclass

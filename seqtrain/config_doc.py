@@ -42,7 +42,8 @@ def table(schema: type, prefix: str) -> list[str]:
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for f in dataclasses.fields(schema):
         help_text = f.metadata.get("help", "").replace("|", "\\|")
-        rows.append(f"| `{prefix}{f.name}` | {_type_name(hints[f.name])} | {_default(f)} | {help_text} |")
+        type_name = _type_name(hints[f.name]).replace("|", "\\|")
+        rows.append(f"| `{prefix}{f.name}` | {type_name} | {_default(f)} | {help_text} |")
     return rows
 
 
@@ -59,13 +60,21 @@ def render() -> str:
     from seqtrain.layers import LAYERS
 
     sections = [
-        ("engine", config.EngineConfig), ("batching", config.BatchingConfig), ("task", config.TaskConfig),
-        ("optimizer (adam)", config.AdamConfig), ("optimizer (adamw)", config.AdamWConfig),
-        ("optimizer (sgd)", config.SGDConfig), ("lr_control", config.LRControlConfig),
-        ("network", config.NetworkConfig), ("dataset", config.DatasetsConfig),
+        ("engine", config.EngineConfig),
+        ("batching", config.BatchingConfig),
+        ("task", config.TaskConfig),
+        ("optimizer (adam)", config.AdamConfig),
+        ("optimizer (adamw)", config.AdamWConfig),
+        ("optimizer (sgd)", config.SGDConfig),
+        ("lr_control", config.LRControlConfig),
+        ("network", config.NetworkConfig),
+        ("dataset", config.DatasetsConfig),
     ]
-    extra = [(name, getattr(config, cls)) for name, cls in
-             (("pretrain", "PretrainConfig"), ("cleanup", "CleanupConfig")) if hasattr(config, cls)]
+    extra = [
+        (name, getattr(config, cls))
+        for name, cls in (("pretrain", "PretrainConfig"), ("cleanup", "CleanupConfig"))
+        if hasattr(config, cls)
+    ]
     lines = [START, "", *table(config.Config, ""), ""]
     for title, schema in sections + extra:
         prefix = title.split(" ")[0] + "."

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from seqtrain.config import BatchingConfig
-from seqtrain.datasets.base import DataSpec, Dataset
+from seqtrain.datasets.base import Dataset, DataSpec
 from seqtrain.errors import ConfigError, DataError
 from seqtrain.tensor import Dim, Tensor
 
@@ -62,8 +62,13 @@ def plan_batches(
     max_len = 0
     for s in slices:
         if s.length > batch_size:
-            log.warning("%s: sequence %d has %d frames > batch_size %d; it forms its own batch",
-                        where, s.idx, s.length, batch_size)
+            log.warning(
+                "%s: sequence %d has %d frames > batch_size %d; it forms its own batch",
+                where,
+                s.idx,
+                s.length,
+                batch_size,
+            )
         new_max = max(max_len, s.length)
         if current and (new_max * (len(current) + 1) > batch_size or len(current) + 1 > max_seqs):
             batches.append(current)
@@ -75,27 +80,45 @@ def plan_batches(
     return batches
 
 
+def seq_lens_of(ds: Dataset, idx: int) -> dict[str, int]:
+    try:
+        return ds.seq_len(idx)
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{ds.name}: cannot load sequence {ds.seq_tag(idx)}: {exc}") from exc
+
+
 def epoch_slices(ds: Dataset, cfg: BatchingConfig, train: bool) -> list[Slice]:
     """The epoch's sequences as slices: length filters and chunking apply to training data only."""
     chunking = parse_chunking(cfg.chunking) if train else None
     out, dropped = [], 0
     for idx in ds.seq_order:
-        lens = ds.seq_len(int(idx))
+        lens = seq_lens_of(ds, int(idx))
         length = max(lens.values(), default=1)
-        if train and ((cfg.max_seq_length and length > cfg.max_seq_length)
-                      or (cfg.min_seq_length and length < cfg.min_seq_length)):
+        if train and (
+            (cfg.max_seq_length and length > cfg.max_seq_length)
+            or (cfg.min_seq_length and length < cfg.min_seq_length)
+        ):
             dropped += 1
             continue
         if chunking:
             if len(set(lens.values())) > 1:
-                raise DataError(f"{ds.name}: chunking needs equal lengths for all keys, got {lens} "
-                                f"for sequence {ds.seq_tag(int(idx))}")
+                raise DataError(
+                    f"{ds.name}: chunking needs equal lengths for all keys, got {lens} "
+                    f"for sequence {ds.seq_tag(int(idx))}"
+                )
             out.extend(chunk(int(idx), length, *chunking))
         else:
             out.append(Slice(int(idx), 0, length))
     if dropped:
-        log.info("%s epoch %s: %d of %d sequences dropped by max/min_seq_length",
-                 ds.name, ds.epoch, dropped, len(ds.seq_order))
+        log.info(
+            "%s epoch %s: %d of %d sequences dropped by max/min_seq_length",
+            ds.name,
+            ds.epoch,
+            dropped,
+            len(ds.seq_order),
+        )
     return out
 
 
@@ -132,15 +155,20 @@ class Batch:
         return out
 
 
-class Collate:
-    """Loads and pads the sequences of one planned batch (runs in a DataLoader worker)."""
+class SeqLoader(torch.utils.data.Dataset):
+    """Loads and pads one planned batch; runs in a DataLoader worker (or the main process).
+
+    DataLoader hands `__getitems__` the whole batch plan `[(epoch, Slice), ...]`: the plan is made in the
+    main process, so workers only load, and the batches stay the same with any number of workers.
+    """
 
     def __init__(self, ds: Dataset):
         self.ds = ds
 
-    def __call__(self, item: tuple[int, list[Slice]]) -> Batch:
-        epoch, slices = item
+    def __getitems__(self, items: list[tuple[int, Slice]]) -> Batch:
+        epoch = items[0][0]
         self.ds.init_epoch(epoch)  # a worker's copy of the dataset follows the main process's epoch
+        slices = [s for _, s in items]
         seqs = []
         for s in slices:
             try:
@@ -148,15 +176,19 @@ class Collate:
             except DataError:
                 raise
             except Exception as exc:
-                raise DataError(f"{self.ds.name}: cannot load sequence {self.ds.seq_tag(s.idx)}: {exc}") from exc
+                raise DataError(
+                    f"{self.ds.name}: cannot load sequence {self.ds.seq_tag(s.idx)}: {exc}"
+                ) from exc
             seqs.append({k: v[s.start : s.end] if self.ds.extern_data[k].time else v for k, v in seq.items()})
         # A chunk's tag names its first frame, so a bad chunk can be found in its sequence.
         tags = [self.ds.seq_tag(s.idx) + (f"@{s.start}" if s.start else "") for s in slices]
         data, lens = {}, {}
         for key, spec in self.ds.extern_data.items():
-            arrays = [seq[key] for seq in seqs]
-            data[key], lens[key] = pad(arrays, spec)
+            data[key], lens[key] = pad([seq[key] for seq in seqs], spec)
         return Batch(data, lens, tags)
+
+    def __len__(self) -> int:
+        return self.ds.num_seqs
 
 
 def pad(arrays: list[np.ndarray], spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,30 +206,85 @@ def pad(arrays: list[np.ndarray], spec: DataSpec) -> tuple[torch.Tensor, torch.T
     return raw, lens
 
 
-class _Plan(torch.utils.data.Dataset):
-    """Map-style view of the planned batches, so DataLoader keeps their order with any number of workers."""
+class _PlanSampler:
+    """Yields the current epoch's planned batches (in the main process); set `plan` before each epoch."""
 
-    def __init__(self, epoch: int, batches: list[list[Slice]]):
-        self.items = [(epoch, b) for b in batches]
+    def __init__(self):
+        self.plan: list[list[tuple[int, Slice]]] = []
+
+    def __iter__(self):
+        return iter(self.plan)
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.plan)
 
-    def __getitem__(self, i: int):
-        return self.items[i]
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # workers share the cores with the training step; one thread each
+
+
+def _identity(batch: Batch) -> Batch:
+    return batch
+
+
+class BatchLoader:
+    """The batches of one dataset, epoch after epoch, with persistent workers.
+
+    With `num_shards > 1` (distributed training) every shard plans the same global batches and takes every
+    `num_shards`-th of them; when they do not divide evenly, the first batches are repeated so that all shards
+    run the same number of steps (a rank without data would hang the others).
+    """
+
+    def __init__(self, ds: Dataset, cfg: BatchingConfig, train: bool, num_shards: int = 1, shard: int = 0):
+        self.ds, self.cfg, self.train = ds, cfg, train
+        self.num_shards, self.shard = num_shards, shard
+        self.batch_size = cfg.batch_size if train else (cfg.eval_batch_size or cfg.batch_size)
+        self.sampler = _PlanSampler()
+        workers = cfg.num_workers
+        self.loader = DataLoader(
+            SeqLoader(ds),
+            batch_sampler=self.sampler,
+            collate_fn=_identity,
+            num_workers=workers,
+            prefetch_factor=cfg.prefetch_factor if workers else None,
+            persistent_workers=workers > 0,
+            worker_init_fn=_worker_init if workers else None,
+            generator=torch.Generator(),  # keeps the global RNG untouched, so resumed runs match
+        )
+
+    def plan(self, epoch: int) -> list[list[Slice]]:
+        self.ds.init_epoch(epoch)
+        batches = plan_batches(
+            epoch_slices(self.ds, self.cfg, self.train),
+            self.batch_size,
+            self.cfg.max_seqs,
+            "batching.batch_size",
+        )
+        if self.num_shards == 1:
+            return batches
+        if not batches:
+            raise DataError(f"{self.ds.name}: epoch {epoch} has no batch to shard")
+        missing = -len(batches) % self.num_shards
+        if missing:
+            log.info(
+                "%s epoch %d: %d batches for %d shards; repeating the first %d so all run the same steps",
+                self.ds.name,
+                epoch,
+                len(batches),
+                self.num_shards,
+                missing,
+            )
+            batches = batches + batches[:missing]
+        return batches[self.shard :: self.num_shards]
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        self.sampler.plan = [[(epoch, s) for s in batch] for batch in self.plan(epoch)]
+        try:
+            yield from self.loader
+        except DataError as exc:  # from a worker: the message carries the worker's traceback text
+            raise DataError(str(exc).strip().splitlines()[-1].split("DataError: ", 1)[-1]) from None
 
 
 def iterate_batches(ds: Dataset, cfg: BatchingConfig, epoch: int, train: bool) -> Iterator[Batch]:
-    """The batches of `epoch`; see the module docstring."""
-    ds.init_epoch(epoch)
-    batch_size = cfg.batch_size if train else (cfg.eval_batch_size or cfg.batch_size)
-    batches = plan_batches(epoch_slices(ds, cfg, train), batch_size, cfg.max_seqs, "batching.batch_size")
-    loader = DataLoader(
-        _Plan(epoch, batches),
-        batch_size=None,
-        collate_fn=Collate(ds),
-        num_workers=cfg.num_workers,
-        prefetch_factor=cfg.prefetch_factor if cfg.num_workers else None,
-        generator=torch.Generator(),  # keeps the global RNG untouched, so resumed runs match
-    )
-    yield from loader
+    """The batches of one epoch, without keeping workers (for tools and tests)."""
+    yield from BatchLoader(ds, cfg, train).epoch(epoch)

@@ -18,14 +18,14 @@ import torch
 from seqtrain import checkpoint
 from seqtrain.cleanup import cleanup_old_models
 from seqtrain.config import Config
-from seqtrain.data import Batch, iterate_batches
+from seqtrain.data import Batch, BatchLoader
 from seqtrain.datasets.base import Dataset
 from seqtrain.errors import TrainingError
-from seqtrain.reporting import Progress, TensorBoard
 from seqtrain.lr_control import build_lr_control
 from seqtrain.network import Network
 from seqtrain.optim import build_optimizer, set_learning_rate
 from seqtrain.pretrain import build_pretrain, copy_params_by_name, remap_optimizer_state
+from seqtrain.reporting import Progress, TensorBoard
 from seqtrain.scores import ScoreAccumulator
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class Engine:
         amp = cfg.engine.torch_amp
         self.amp_dtype = {None: None, "bfloat16": torch.bfloat16, "float16": torch.float16}[amp]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.loaders: dict[tuple[str, bool], BatchLoader] = {}
         self.tb = TensorBoard(self.run_dir / "tensorboard" if cfg.engine.tensorboard else None)
 
     # --- checkpoints ---
@@ -86,8 +87,9 @@ class Engine:
         except RuntimeError as exc:
             from seqtrain.errors import CheckpointError
 
-            raise CheckpointError(f"{path}: does not fit the configured network: "
-                                  f"{str(exc).splitlines()[0]}") from None
+            raise CheckpointError(
+                f"{path}: does not fit the configured network: {str(exc).splitlines()[0]}"
+            ) from None
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         if not model_only:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -119,8 +121,12 @@ class Engine:
             is_last = epoch == self.cfg.engine.num_epochs
             if epoch % self.cfg.engine.save_interval == 0 or is_last:
                 self.save_checkpoint()
-                cleanup_old_models(self.model_dir, {e: d.error for e, d in self.lr_control.epoch_data.items()},
-                                   self.cfg.cleanup_old_models, self.lr_control.error_key())
+                cleanup_old_models(
+                    self.model_dir,
+                    {e: d.error for e, d in self.lr_control.epoch_data.items()},
+                    self.cfg.cleanup_old_models,
+                    self.lr_control.error_key(),
+                )
         self.tb.close()
 
     def start_epoch(self, epoch: int) -> float:
@@ -184,8 +190,10 @@ class Engine:
             self.tb.step(self.global_step, step_scores, step_lr, grad_norm, frames / max(elapsed, 1e-9))
         progress.close()
         if step_in_epoch < 0:
-            raise TrainingError(f"epoch {epoch}: the training data gave no batch (check dataset.train and "
-                                "batching.max_seq_length/min_seq_length)")
+            raise TrainingError(
+                f"epoch {epoch}: the training data gave no batch (check dataset.train and "
+                "batching.max_seq_length/min_seq_length)"
+            )
         return totals.scores("train")
 
     def update(self) -> float:
@@ -212,8 +220,10 @@ class Engine:
             return True
         per_layer = ", ".join(f"{k}={float(v.loss_sum.detach()):.4g}" for k, v in losses.items())
         tags = ", ".join(batch.tags[:10]) + (" ..." if len(batch.tags) > 10 else "")
-        message = (f"epoch {epoch} step {step} (global step {self.global_step}): loss is {value} "
-                   f"({per_layer}); sequences: {tags}")
+        message = (
+            f"epoch {epoch} step {step} (global step {self.global_step}): loss is {value} "
+            f"({per_layer}); sequences: {tags}"
+        )
         if self.cfg.engine.stop_on_nonfinite_train_score:
             raise TrainingError(message)
         log.warning("%s; update skipped (engine.stop_on_nonfinite_train_score is false)", message)
@@ -244,8 +254,11 @@ class Engine:
         return totals.scores(name)
 
     def batches(self, name: str, epoch: int, train: bool) -> Iterator[tuple[Batch, dict]]:
+        key = (name, train)
+        if key not in self.loaders:
+            self.loaders[key] = BatchLoader(self.datasets[name], self.cfg.batching, train)
         ds = self.datasets[name]
-        for batch in iterate_batches(ds, self.cfg.batching, epoch, train):
+        for batch in self.loaders[key].epoch(epoch):
             yield batch, batch.tensors(ds.extern_data, self.device)
 
     def log_epoch(self, epoch: int, lr: float, scores: dict[str, float]) -> None:

@@ -33,14 +33,18 @@ class Network(nn.Module):
         self.layers = nn.ModuleDict()
         outputs = self.output_layer_names()
         if not outputs:
-            raise ConfigError("network.layers: no output layer (name one 'output', give a layer a 'loss', "
-                              "or set is_output_layer: true)")
+            raise ConfigError(
+                "network.layers: no output layer (name one 'output', give a layer a 'loss', "
+                "or set is_output_layer: true)"
+            )
         for name in outputs:
             self._build(name, [])
 
     def output_layer_names(self) -> list[str]:
         def is_output(name: str, d: Any) -> bool:
-            return name == "output" or (isinstance(d, Mapping) and (d.get("loss") or d.get("is_output_layer")))
+            return name == "output" or (
+                isinstance(d, Mapping) and (d.get("loss") or d.get("is_output_layer"))
+            )
 
         return [name for name, d in self.layer_dict.items() if is_output(name, d)]
 
@@ -53,7 +57,7 @@ class Network(nn.Module):
         if name in self.specs:
             return self.specs[name]
         if name in stack:
-            raise NetworkError(name, f"cycle in 'from': {' -> '.join([*stack[stack.index(name):], name])}")
+            raise NetworkError(name, f"cycle in 'from': {' -> '.join([*stack[stack.index(name) :], name])}")
         options = self.layer_dict[name]
         if not isinstance(options, Mapping):
             raise NetworkError(name, f"expected a dict of layer options, got {options!r}")
@@ -72,8 +76,9 @@ class Network(nn.Module):
         if opts.loss:
             check_loss(name, opts.loss, opts.loss_opts)
             if opts.target not in self.extern_data:
-                raise NetworkError(name, f"target: unknown data key {opts.target!r}; "
-                                   f"known: {', '.join(self.extern_data)}")
+                raise NetworkError(
+                    name, f"target: unknown data key {opts.target!r}; known: {', '.join(self.extern_data)}"
+                )
         if cls.concat_sources and len(inputs) > 1:
             inputs = [self._concat_spec(name, inputs)]
         layer: Layer = cls(name, opts, inputs)
@@ -86,14 +91,22 @@ class Network(nn.Module):
         """As RETURNN: a layer with a loss on a sparse target gets n_out = the number of classes."""
         target = self.extern_data.get(options.get("target", "classes"))
         has_n_out = any(f.name == "n_out" for f in dataclasses.fields(schema))
-        if has_n_out and "n_out" not in options and options.get("loss") and target is not None and target.sparse:
+        if (
+            has_n_out
+            and "n_out" not in options
+            and options.get("loss")
+            and target is not None
+            and target.sparse
+        ):
             options["n_out"] = target.dim
 
     def _source_spec(self, layer: str, src: str, stack: list[str]) -> DataSpec:
         if src == "data" or src.startswith("data:"):
             key = src.partition(":")[2] or "data"
             if key not in self.extern_data:
-                raise NetworkError(layer, f"from: unknown data key {key!r}; known: {', '.join(self.extern_data)}")
+                raise NetworkError(
+                    layer, f"from: unknown data key {key!r}; known: {', '.join(self.extern_data)}"
+                )
             return self.extern_data[key]
         if src not in self.layer_dict:
             raise NetworkError(layer, f"from: unknown layer {src!r}; known: {', '.join(self.layer_dict)}")
@@ -102,7 +115,9 @@ class Network(nn.Module):
     @staticmethod
     def _concat_spec(layer: str, inputs: list[DataSpec]) -> DataSpec:
         if any(s.sparse for s in inputs):
-            raise NetworkError(layer, "from: cannot concatenate sparse sources (class indices); embed them first")
+            raise NetworkError(
+                layer, "from: cannot concatenate sparse sources (class indices); embed them first"
+            )
         if len({s.time for s in inputs}) > 1:
             raise NetworkError(layer, "from: cannot concatenate sources with and without a time axis")
         return DataSpec(sum(s.dim for s in inputs), time=inputs[0].time)
@@ -111,11 +126,15 @@ class Network(nn.Module):
     def forward(self, data: dict[str, Tensor]) -> dict[str, Tensor]:
         outputs: dict[str, Tensor] = {}
         for name, layer in self.layers.items():  # insertion order is a topological order
-            inputs = [data[s.partition(":")[2] or "data"] if s.split(":")[0] == "data" else outputs[s]
-                      for s in self.sources[name]]
+            inputs = [
+                data[s.partition(":")[2] or "data"] if s.split(":")[0] == "data" else outputs[s]
+                for s in self.sources[name]
+            ]
             if layer.opts.dropout and self.training:
-                inputs = [x if x.sparse_dim is not None else x.copy(raw=F.dropout(x.raw, layer.opts.dropout))
-                          for x in inputs]
+                inputs = [
+                    x if x.sparse_dim is not None else x.copy(raw=F.dropout(x.raw, layer.opts.dropout))
+                    for x in inputs
+                ]
             if layer.concat_sources and len(inputs) > 1:
                 inputs = [self._concat(name, inputs)]
             outputs[name] = layer(*inputs)
@@ -143,7 +162,9 @@ class Network(nn.Module):
         total = 0.0
         for name, value in losses.items():
             opts = self.layers[name].opts
-            loss = value.loss_sum / value.num_frames.clamp_min(1) if opts.use_normalized_loss else value.loss_sum
+            loss = (
+                value.loss_sum / value.num_frames.clamp_min(1) if opts.use_normalized_loss else value.loss_sum
+            )
             total = total + opts.loss_scale * loss
         for layer in self.layers.values():
             if layer.opts.L2:  # RETURNN: L2 on the layer's parameters, added to the total loss

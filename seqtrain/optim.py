@@ -18,21 +18,30 @@ def param_groups(cfg: OptimizerConfig, params: Iterable[torch.nn.Parameter]) -> 
     params = list(params)
     if not cfg.weight_decay or not cfg.weight_decay_skip_bias_and_norm:
         return [{"params": params}]
-    return [{"params": [p for p in params if p.dim() > 1]},
-            {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]
+    return [
+        {"params": [p for p in params if p.dim() > 1]},
+        {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0},
+    ]
 
 
 def build_optimizer(cfg: OptimizerConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     params = param_groups(cfg, params)
     if cfg.name in ("adam", "adamw"):
         cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
-        return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay,
-                   amsgrad=cfg.amsgrad)
+        return cls(
+            params,
+            lr=cfg.lr,
+            betas=tuple(cfg.betas),
+            eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
+            amsgrad=cfg.amsgrad,
+        )
     if cfg.name == "sgd":
         if cfg.nesterov and cfg.momentum <= 0:
             raise ConfigError("optimizer.nesterov: needs optimizer.momentum > 0")
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+        )
     raise ConfigError(f"optimizer.name: unknown {cfg.name!r}; known: {', '.join(OPTIMIZERS)}")
 
 

@@ -55,4 +55,6 @@ def parse_options(schema: type, options: Mapping[str, Any], where: str) -> Any:
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:  # e.g. a MISSING required option
         key = getattr(exc, "full_key", None) or ""
-        raise ConfigError(f"{where}.{key}: required option not set" if key else f"{where}: {exc.msg}") from None
+        raise ConfigError(
+            f"{where}.{key}: required option not set" if key else f"{where}: {exc.msg}"
+        ) from None

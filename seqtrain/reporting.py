@@ -39,8 +39,13 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        log.info("%s: %d steps, %d frames, %.0f frames/s", self.desc, self.steps, self.frames,
-                 self.frames / max(self.seconds, 1e-9))
+        log.info(
+            "%s: %d steps, %d frames, %.0f frames/s",
+            self.desc,
+            self.steps,
+            self.frames,
+            self.frames / max(self.seconds, 1e-9),
+        )
 
 
 class TensorBoard:
@@ -53,7 +58,9 @@ class TensorBoard:
 
             self.writer = SummaryWriter(str(log_dir))
 
-    def step(self, step: int, scores: dict[str, float], lr: float, grad_norm: float | None, fps: float) -> None:
+    def step(
+        self, step: int, scores: dict[str, float], lr: float, grad_norm: float | None, fps: float
+    ) -> None:
         if self.writer is None:
             return
         for key, value in scores.items():

@@ -44,8 +44,12 @@ def nop_init_net_train(exp) -> None:
     """Build data, network and optimizer; print the network and its size."""
     engine = exp.engine
     log.info("network:\n%s", engine.network)
-    log.info("parameters: %d in %d tensors; optimizer %s", engine.network.num_params(),
-             len(list(engine.network.parameters())), type(engine.optimizer).__name__)
+    log.info(
+        "parameters: %d in %d tensors; optimizer %s",
+        engine.network.num_params(),
+        len(list(engine.network.parameters())),
+        type(engine.optimizer).__name__,
+    )
     for name, ds in exp.datasets.items():
         if ds is not None:
             log.info("dataset %s: %d sequences, keys %s", name, ds.num_seqs, ", ".join(ds.extern_data))
@@ -67,8 +71,10 @@ def evaluate(exp) -> None:
     if epoch is None:
         epochs = checkpoint.list_epochs(engine.model_dir)
         if not epochs:
-            raise CheckpointError(f"{engine.model_dir}: no checkpoint to evaluate (train first, or point "
-                                  "hydra.run.dir at a training run)")
+            raise CheckpointError(
+                f"{engine.model_dir}: no checkpoint to evaluate (train first, or point "
+                "hydra.run.dir at a training run)"
+            )
         epoch = epochs[-1]
     engine.load_checkpoint(epoch, model_only=True)
     names = [n for n in exp.cfg.task.eval_datasets if exp.datasets.get(n) is not None]

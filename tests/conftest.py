@@ -24,8 +24,14 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
     """`python -m seqtrain ARGS` in a subprocess (progress bar off, so the output is plain log lines)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": ""}
     env.pop("HYDRA_FULL_ERROR")
-    return subprocess.run([sys.executable, "-m", "seqtrain", *args, "engine.progress_bar=false"], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "seqtrain", *args, "engine.progress_bar=false"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def compose(*overrides: str):

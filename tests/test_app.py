@@ -18,11 +18,14 @@ def test_compose_groups_and_overrides():
     assert cfg.network.layers["lstm1_fw"]["n_out"] == cfg.network.vars["lstm_dim"]
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("optimizer.lrr=0.1", "optimizer.lrr"),
-    ("engine.num_epochs=many", "engine.num_epochs"),
-    ("network=lstmm", "network"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.lrr=0.1", "optimizer.lrr"),
+        ("engine.num_epochs=many", "engine.num_epochs"),
+        ("network=lstmm", "network"),
+    ],
+)
 def test_compose_errors_name_the_key(override, message):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -36,14 +39,22 @@ def test_cli_trains_and_writes_run_dir(tmp_path):
     run_dir = tmp_path / "run"
     result = run_cli(*SHORT, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / ".hydra" / "overrides.yaml").is_file()
+    assert (run_dir / ".hydra" / "config.yaml").is_file() and (
+        run_dir / ".hydra" / "overrides.yaml"
+    ).is_file()
     log = (run_dir / "train.log").read_text()
     assert "epoch 2: lr 0.01" in log and "dev_error_output" in log and "frames/s" in log
     assert sorted(p.name for p in (run_dir / "models").iterdir()) == ["epoch.001.pt", "epoch.002.pt"]
     assert "2: EpochData(learningRate=0.01" in (run_dir / "learning_rates").read_text()
     tags = tensorboard_tags(run_dir / "tensorboard")
-    assert {"train_step/score_output", "train_step/learning_rate", "train_step/grad_norm",
-            "train_step/frames_per_sec", "epoch/dev_error_output", "epoch/learning_rate"} <= tags
+    assert {
+        "train_step/score_output",
+        "train_step/learning_rate",
+        "train_step/grad_norm",
+        "train_step/frames_per_sec",
+        "epoch/dev_error_output",
+        "epoch/learning_rate",
+    } <= tags
 
     # the same run dir resumes: nothing left to do at 2 epochs, one more epoch with num_epochs=3
     again = run_cli(*SHORT[:2], "engine.num_epochs=3", f"hydra.run.dir={run_dir}", cwd=tmp_path)
@@ -74,19 +85,26 @@ def test_tasks_nop_init_and_initialize_model(tmp_path):
     assert nop.returncode == 0 and "nothing built" in nop.stderr + nop.stdout
     init = run_cli("task=nop_init_net_train", f"hydra.run.dir={tmp_path / 'init'}", cwd=tmp_path)
     out = init.stderr + init.stdout
-    assert init.returncode == 0 and "RecLayer(9 -> 32, unit=lstm, direction=1)" in out and "parameters: 5442 in 5 tensors; optimizer Adam" in out
+    assert (
+        init.returncode == 0
+        and "RecLayer(9 -> 32, unit=lstm, direction=1)" in out
+        and "parameters: 5442 in 5 tensors; optimizer Adam" in out
+    )
     model = run_cli("task=initialize_model", f"hydra.run.dir={tmp_path / 'm'}", cwd=tmp_path)
     assert model.returncode == 0
     state = torch.load(tmp_path / "m" / "models" / "epoch.000.pt", weights_only=True)
     assert state["epoch"] == 0 and "layers.lstm.weight_ih" in state["model"]
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["optimizer.lrr=0.1"], "optimizer.lrr"),
-    (["network.layers.output.class=sofmax"], "network.layers.output.class: unknown layer class 'sofmax'"),
-    (["dataset.train.seq_ordering=shuffle"], "dataset.train.seq_ordering: invalid 'shuffle'"),
-    (["task=eval"], "no checkpoint to evaluate"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["optimizer.lrr=0.1"], "optimizer.lrr"),
+        (["network.layers.output.class=sofmax"], "network.layers.output.class: unknown layer class 'sofmax'"),
+        (["dataset.train.seq_ordering=shuffle"], "dataset.train.seq_ordering: invalid 'shuffle'"),
+        (["task=eval"], "no checkpoint to evaluate"),
+    ],
+)
 def test_user_errors_exit_2_without_traceback(tmp_path, args, message):
     result = run_cli(*args, f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path)
     output = result.stderr + result.stdout
@@ -98,13 +116,21 @@ def test_broken_checkpoint_is_refused(tmp_path):
     (tmp_path / "r" / "models").mkdir(parents=True)
     (tmp_path / "r" / "models" / "epoch.003.pt").write_bytes(b"\x80\x04garbage")
     result = run_cli(*SHORT, f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path)
-    assert result.returncode == 2 and "epoch.003.pt: not a readable checkpoint" in result.stderr + result.stdout
+    assert (
+        result.returncode == 2 and "epoch.003.pt: not a readable checkpoint" in result.stderr + result.stdout
+    )
 
 
 @pytest.mark.slow
 def test_multirun_sweep_gets_one_dir_per_job(tmp_path):
-    result = run_cli("-m", "optimizer.lr=0.01,0.003", *SHORT[:2], "engine.num_epochs=1",
-                     f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    result = run_cli(
+        "-m",
+        "optimizer.lr=0.01,0.003",
+        *SHORT[:2],
+        "engine.num_epochs=1",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     for job, lr in (("0", "0.01"), ("1", "0.003")):
         job_dir = tmp_path / "sweep" / job

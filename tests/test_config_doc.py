@@ -13,7 +13,14 @@ def test_readme_reference_matches_the_schemas():
 
 def test_every_option_is_documented():
     rendered = config_doc.render()
-    for key in ("`engine.num_epochs`", "`batching.batch_size`", "`optimizer.momentum`", "`lr_control.type`",
-                "`seq_ordering`", "`n_out`", "`unit`"):
+    for key in (
+        "`engine.num_epochs`",
+        "`batching.batch_size`",
+        "`optimizer.momentum`",
+        "`lr_control.type`",
+        "`seq_ordering`",
+        "`n_out`",
+        "`unit`",
+    ):
         assert key in rendered
     assert "| required |" in rendered  # n_out of linear has no default

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from seqtrain.config import BatchingConfig
-from seqtrain.data import Slice, chunk, iterate_batches, parse_chunking, plan_batches
+from seqtrain.data import BatchLoader, Slice, chunk, iterate_batches, parse_chunking, plan_batches
 from seqtrain.datasets import build_dataset
-from seqtrain.errors import ConfigError
+from seqtrain.datasets.generating import Task12AXDataset
+from seqtrain.errors import ConfigError, DataError
 
 LENS = [5, 12, 3, 8, 20, 1, 15, 7, 9, 4]
 
@@ -64,8 +65,12 @@ def test_chunked_batches_cover_each_sequence():
     batches = list(iterate_batches(ds, cfg, 1, train=True))
     ds.init_epoch(1)
     first = ds.get_seq(0)["classes"]
-    chunks = [(t, b.data["classes"][i, : b.seq_lens["classes"][i]]) for b in batches for i, t in enumerate(b.tags)
-              if t == "seq-0" or t.startswith("seq-0@")]
+    chunks = [
+        (t, b.data["classes"][i, : b.seq_lens["classes"][i]])
+        for b in batches
+        for i, t in enumerate(b.tags)
+        if t == "seq-0" or t.startswith("seq-0@")
+    ]
     rebuilt = {0 if "@" not in t else int(t.split("@")[1]): c.numpy() for t, c in chunks}
     for start, values in rebuilt.items():
         assert np.array_equal(values, first[start : start + 20])
@@ -83,11 +88,43 @@ def test_length_filters_apply_to_training_only(caplog):
 
 
 @pytest.mark.slow
-def test_same_batches_with_workers():
+def test_same_batches_with_persistent_workers():
     ds = task12ax(seq_ordering="random")
+
     def run(workers):
-        cfg = BatchingConfig(batch_size=400, max_seqs=8, num_workers=workers)
-        return [(b.tags, b.data["data"]) for e in (1, 2) for b in iterate_batches(ds, cfg, e, train=True)]
+        loader = BatchLoader(ds, BatchingConfig(batch_size=400, max_seqs=8, num_workers=workers), train=True)
+        return [(b.tags, b.data["data"]) for e in (1, 2, 3) for b in loader.epoch(e)]
+
     ref, got = run(0), run(2)
     assert [t for t, _ in ref] == [t for t, _ in got]
     assert all(torch.equal(a, b) for (_, a), (_, b) in zip(ref, got))
+
+
+class Broken(Task12AXDataset):
+    """Its lengths are known (as from an index), but loading sequence 7 fails."""
+
+    def seq_len(self, idx):
+        return {"data": 10, "classes": 10}
+
+    def get_seq(self, idx):
+        if idx == 7:
+            raise ValueError("bad bytes")
+        return super().get_seq(idx)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_worker_errors_name_the_sequence(workers):
+    ds = Broken(task12ax().opts, "dataset.train")
+    loader = BatchLoader(ds, BatchingConfig(batch_size=1000, max_seqs=4, num_workers=workers), train=True)
+    with pytest.raises(DataError) as info:
+        list(loader.epoch(1))
+    assert str(info.value) == "dataset.train: cannot load sequence seq-7: bad bytes"
+
+
+def test_shards_are_disjoint_and_equally_long():
+    ds = task12ax()
+    cfg = BatchingConfig(batch_size=200, max_seqs=3)
+    full = BatchLoader(ds, cfg, train=True).plan(1)
+    shards = [BatchLoader(ds, cfg, train=True, num_shards=3, shard=r).plan(1) for r in range(3)]
+    assert len({len(s) for s in shards}) == 1 and len(shards[0]) == -(-len(full) // 3)
+    assert [b for i in range(len(shards[0])) for s in shards for b in s[i : i + 1]][: len(full)] == full

@@ -1,9 +1,9 @@
-"""Sequence ordering and partitioning against RETURNN's documented algorithm (and RETURNN itself if installed)."""
+"""Sequence ordering and partitioning against RETURNN's algorithm (and RETURNN itself if installed)."""
 
 import numpy as np
 import pytest
 
-from seqtrain.datasets.base import DataSpec, Dataset, DatasetOptions, partition
+from seqtrain.datasets.base import Dataset, DatasetOptions, DataSpec, partition
 from seqtrain.errors import ConfigError
 
 LENS = [5, 12, 3, 8, 20, 1, 15, 7, 9, 4]
@@ -44,16 +44,25 @@ def test_random_is_seeded_by_epoch():
     assert order("random", epoch=3) == np.random.RandomState(3).permutation(10).tolist()
     assert order("random", epoch=3, random_seed_offset=5) == np.random.RandomState(8).permutation(10).tolist()
     # random:2 keeps the seed for 2 epochs: epochs 3 and 4 use seed 2
-    assert order("random:2", epoch=3) == order("random:2", epoch=4) == np.random.RandomState(2).permutation(10).tolist()
-    assert order("random", epoch=7, fixed_random_seed=11) == np.random.RandomState(11).permutation(10).tolist()
+    assert (
+        order("random:2", epoch=3)
+        == order("random:2", epoch=4)
+        == np.random.RandomState(2).permutation(10).tolist()
+    )
+    assert (
+        order("random", epoch=7, fixed_random_seed=11) == np.random.RandomState(11).permutation(10).tolist()
+    )
 
 
 def test_laplace_by_hand():
     perm = np.random.RandomState(1).permutation(10)  # [2 9 6 4 0 3 1 7 8 5]
     bins = [perm[0:3], perm[3:6], perm[6:10]]  # 3 bins, alternately sorted up and down
     lens = np.array(LENS)
-    expected = [*sorted(bins[0], key=lambda i: lens[i]), *sorted(bins[1], key=lambda i: -lens[i]),
-                *sorted(bins[2], key=lambda i: lens[i])]
+    expected = [
+        *sorted(bins[0], key=lambda i: lens[i]),
+        *sorted(bins[1], key=lambda i: -lens[i]),
+        *sorted(bins[2], key=lambda i: lens[i]),
+    ]
     assert order("laplace:3") == [int(i) for i in expected]
     assert order("laplace:.5") == order("laplace:2")  # ".5": about 5 seqs per bin -> 10 // 5 = 2 bins
 
@@ -71,17 +80,34 @@ def test_partition_epoch_splits_the_full_epoch():
     full = np.random.RandomState(1).permutation(10).tolist()  # seed stays 1 for sub-epochs 1..3
     parts = [order("random", epoch=e, partition_epoch=3) for e in (1, 2, 3)]
     assert parts == [full[0:4], full[4:7], full[7:10]]  # 10 = 4 + 3 + 3, the remainder goes first
-    assert order("random", epoch=4, partition_epoch=3) == np.random.RandomState(2).permutation(10)[:4].tolist()
+    assert (
+        order("random", epoch=4, partition_epoch=3) == np.random.RandomState(2).permutation(10)[:4].tolist()
+    )
     assert partition(np.arange(10), 2, 1, num_shards=2, shard=1).tolist() == [3, 4, 5]
 
 
-@pytest.mark.parametrize("mode", ["sorted", "random", "random:3", "laplace:3", "laplace:.4", "sort_bin_shuffle",
-                                  "sort_bin_shuffle_x2:.3", "reverse"])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "sorted",
+        "random",
+        "random:3",
+        "laplace:3",
+        "laplace:.4",
+        "sort_bin_shuffle",
+        "sort_bin_shuffle_x2:.3",
+        "reverse",
+    ],
+)
 @pytest.mark.parametrize("partition_epoch", [1, 3])
 def test_same_as_returnn(mode, partition_epoch):
     basic = pytest.importorskip("returnn.datasets.generating", reason="returnn not installed (dev extra)")
-    ref = basic.StaticDataset([{"data": np.zeros((n, 1), "float32")} for n in LENS], seq_ordering=mode,
-                              partition_epoch=partition_epoch, random_seed_offset=0)
+    ref = basic.StaticDataset(
+        [{"data": np.zeros((n, 1), "float32")} for n in LENS],
+        seq_ordering=mode,
+        partition_epoch=partition_epoch,
+        random_seed_offset=0,
+    )
     for epoch in (1, 2, 5):
         expected = list(ref.get_seq_order_for_epoch(epoch, 10, lambda i: LENS[i]))
         assert order(mode, epoch=epoch, partition_epoch=partition_epoch) == [int(i) for i in expected]

@@ -5,8 +5,14 @@ from seqtrain.app import Experiment
 from seqtrain.errors import TrainingError
 from tests.conftest import compose
 
-SMALL = ["dataset.train.num_seqs=60", "dataset.dev.num_seqs=20", "dataset.train.seq_ordering=random",
-         "batching.max_seqs=8", "engine.tensorboard=false", "engine.progress_bar=false"]
+SMALL = [
+    "dataset.train.num_seqs=60",
+    "dataset.dev.num_seqs=20",
+    "dataset.train.seq_ordering=random",
+    "batching.max_seqs=8",
+    "engine.tensorboard=false",
+    "engine.progress_bar=false",
+]
 BLSTM = ["network=blstm", "network.vars.lstm_dim=8", "network.vars.dropout=0.2"]
 
 
@@ -27,8 +33,14 @@ def test_resume_gives_identical_parameters(tmp_path):
 
 
 def test_training_learns_and_checkpoints(tmp_path):
-    exp = train(tmp_path, "engine.num_epochs=3", "dataset.train.num_seqs=200",
-                "engine.save_interval=2", "engine.gradient_clip_global_norm=1.0", "engine.accum_grad_multiple_step=2")
+    exp = train(
+        tmp_path,
+        "engine.num_epochs=3",
+        "dataset.train.num_seqs=200",
+        "engine.save_interval=2",
+        "engine.gradient_clip_global_norm=1.0",
+        "engine.accum_grad_multiple_step=2",
+    )
     models = tmp_path / "models"
     assert sorted(p.name for p in models.iterdir()) == ["best.pt", "epoch.002.pt", "epoch.003.pt"]
     dev = {e: d.error["dev_score_output"] for e, d in exp.engine.lr_control.epoch_data.items() if e in (2, 3)}
@@ -49,7 +61,12 @@ def test_nonfinite_loss_names_step_and_sequences(tmp_path):
 
 
 def test_pretraining_grows_the_network_and_resumes(tmp_path):
-    deep = ["network=mlp", "network.vars.hidden_dim=16", "pretrain.enabled=true", "cleanup_old_models.best_link=false"]
+    deep = [
+        "network=mlp",
+        "network.vars.hidden_dim=16",
+        "pretrain.enabled=true",
+        "cleanup_old_models.best_link=false",
+    ]
     exp = train(tmp_path / "a", *deep, "engine.num_epochs=3")
     assert list(exp.network.layers) == ["hidden1", "hidden2", "output"]
     assert sorted(exp.engine.lr_control.epoch_data) == [1, 2, 3]
@@ -62,8 +79,16 @@ def test_pretraining_grows_the_network_and_resumes(tmp_path):
 
 
 def test_gradient_clipping_by_value_and_norm(tmp_path):
-    exp = Experiment(compose(*SMALL, "optimizer=sgd", "optimizer.lr=1.0", "engine.gradient_clip=0.5",
-                             "engine.gradient_clip_global_norm=1.0"), tmp_path)
+    exp = Experiment(
+        compose(
+            *SMALL,
+            "optimizer=sgd",
+            "optimizer.lr=1.0",
+            "engine.gradient_clip=0.5",
+            "engine.gradient_clip_global_norm=1.0",
+        ),
+        tmp_path,
+    )
     engine = exp.engine
     params = list(engine.network.parameters())
     before = [p.detach().clone() for p in params]
@@ -77,7 +102,9 @@ def test_gradient_clipping_by_value_and_norm(tmp_path):
 
 
 def test_nonfinite_loss_can_be_skipped(tmp_path, caplog):
-    exp = Experiment(compose(*SMALL, "engine.num_epochs=1", "engine.stop_on_nonfinite_train_score=false"), tmp_path)
+    exp = Experiment(
+        compose(*SMALL, "engine.num_epochs=1", "engine.stop_on_nonfinite_train_score=false"), tmp_path
+    )
     with torch.no_grad():
         exp.network.layers["output"].linear.bias.fill_(float("nan"))
     exp.engine.train()

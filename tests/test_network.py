@@ -18,33 +18,65 @@ def batch(lens, n_in=5, n_classes=3, seed=0):
     x = torch.randn(b, t, n_in, generator=g) * mask[..., None]
     y = torch.randint(0, n_classes, (b, t), generator=g) * mask
     batch_dim = Dim("batch", size=b)
-    return {"data": Tensor(x, (batch_dim, time, Dim("f", size=n_in))),
-            "classes": Tensor(y, (batch_dim, time), sparse_dim=Dim("v", size=n_classes))}
+    return {
+        "data": Tensor(x, (batch_dim, time, Dim("f", size=n_in))),
+        "classes": Tensor(y, (batch_dim, time), sparse_dim=Dim("v", size=n_classes)),
+    }
 
 
-@pytest.mark.parametrize(("layers", "message"), [
-    ({"output": {"class": "lineer", "n_out": 3}}, r"network.layers.output.class: unknown layer class 'lineer'"),
-    ({"output": {"class": "linear", "n_out": 3, "activaton": "relu"}},
-     r"network.layers.output: unknown option 'activaton'"),
-    ({"output": {"class": "linear", "n_out": "many"}}, r"network.layers.output.n_out: .*"),
-    ({"output": {"class": "softmax", "from": "hidden", "loss": "ce"}},
-     r"network.layers.output: from: unknown layer 'hidden'"),
-    ({"a": {"class": "copy", "from": "b"}, "b": {"class": "copy", "from": "a"}, "output": {"class": "copy", "from": "a"}},
-     r"network.layers.a: cycle in 'from': a -> b -> a"),
-    ({"output": {"class": "softmax", "from": "data:labels", "loss": "ce"}}, r"from: unknown data key 'labels'"),
-    ({"output": {"class": "softmax", "n_out": 4, "loss": "ce"}}, None),  # shape mismatch: found when run
-    ({"output": {"class": "linear", "n_out": 3}, "x": {"class": "rec", "unit": "lstmm", "n_out": 2,
-                                                      "is_output_layer": True}},
-     r"network.layers.x: \(class rec\) unit: unknown 'lstmm'; known: lstm, nativelstm, standardlstm, gru"),
-    ({"output": {"class": "softmax", "loss": "cee"}}, r"network.layers.output: loss: unknown 'cee'"),
-    ({"output": {"class": "combine", "kind": "add", "from": ["a", "data"]}, "a": {"class": "linear", "n_out": 2}},
-     r"network.layers.output: \(class combine\) sources must have equal shapes"),
-    ({"hidden": {"class": "linear", "n_out": 3}}, r"network.layers: no output layer"),
-])
+@pytest.mark.parametrize(
+    ("layers", "message"),
+    [
+        (
+            {"output": {"class": "lineer", "n_out": 3}},
+            r"network.layers.output.class: unknown layer class 'lineer'",
+        ),
+        (
+            {"output": {"class": "linear", "n_out": 3, "activaton": "relu"}},
+            r"network.layers.output: unknown option 'activaton'",
+        ),
+        ({"output": {"class": "linear", "n_out": "many"}}, r"network.layers.output.n_out: .*"),
+        (
+            {"output": {"class": "softmax", "from": "hidden", "loss": "ce"}},
+            r"network.layers.output: from: unknown layer 'hidden'",
+        ),
+        (
+            {
+                "a": {"class": "copy", "from": "b"},
+                "b": {"class": "copy", "from": "a"},
+                "output": {"class": "copy", "from": "a"},
+            },
+            r"network.layers.a: cycle in 'from': a -> b -> a",
+        ),
+        (
+            {"output": {"class": "softmax", "from": "data:labels", "loss": "ce"}},
+            r"from: unknown data key 'labels'",
+        ),
+        ({"output": {"class": "softmax", "n_out": 4, "loss": "ce"}}, None),  # shape mismatch: found when run
+        (
+            {
+                "output": {"class": "linear", "n_out": 3},
+                "x": {"class": "rec", "unit": "lstmm", "n_out": 2, "is_output_layer": True},
+            },
+            r"network.layers.x: \(class rec\) unit: unknown 'lstmm'; known: lstm, nativelstm, standardlstm",
+        ),
+        ({"output": {"class": "softmax", "loss": "cee"}}, r"network.layers.output: loss: unknown 'cee'"),
+        (
+            {
+                "output": {"class": "combine", "kind": "add", "from": ["a", "data"]},
+                "a": {"class": "linear", "n_out": 2},
+            },
+            r"network.layers.output: \(class combine\) sources must have equal shapes",
+        ),
+        ({"hidden": {"class": "linear", "n_out": 3}}, r"network.layers: no output layer"),
+    ],
+)
 def test_construction_errors_name_the_layer(layers, message):
     if message is None:  # n_out 4 vs 3 classes is caught by the loss on the first batch
         net = Network(layers, EXTERN)
-        with pytest.raises(NetworkError, match=r"network.layers.output: n_out 4 does not match the target's 3"):
+        with pytest.raises(
+            NetworkError, match=r"network.layers.output: n_out 4 does not match the target's 3"
+        ):
             data = batch([3, 2])
             net.losses(net(data), data)
         return
@@ -53,8 +85,14 @@ def test_construction_errors_name_the_layer(layers, message):
 
 
 def test_from_defaults_and_comments():
-    net = Network({"#note": "ignored", "h": {"class": "linear", "n_out": 4, "activation": "tanh"},
-                   "output": {"class": "softmax", "from": ["h", "data"], "loss": "ce"}}, EXTERN)
+    net = Network(
+        {
+            "#note": "ignored",
+            "h": {"class": "linear", "n_out": 4, "activation": "tanh"},
+            "output": {"class": "softmax", "from": ["h", "data"], "loss": "ce"},
+        },
+        EXTERN,
+    )
     assert list(net.layers) == ["h", "output"]
     assert net.sources["h"] == ["data"] and net.layers["output"].linear.in_features == 9
     assert net.layers["output"].opts.n_out == 3  # from the target's number of classes
@@ -74,11 +112,14 @@ def reference_lstm(layer, x):
 @pytest.mark.parametrize("unit", ["standardlstm", "lstm"])
 def test_blstm_on_padded_batch_equals_each_sequence_alone(unit):
     torch.manual_seed(0)
-    net = Network({
-        "fw": {"class": "rec", "unit": unit, "n_out": 4, "direction": 1},
-        "bw": {"class": "rec", "unit": unit, "n_out": 4, "direction": -1},
-        "output": {"class": "copy", "from": ["fw", "bw"]},
-    }, EXTERN)
+    net = Network(
+        {
+            "fw": {"class": "rec", "unit": unit, "n_out": 4, "direction": 1},
+            "bw": {"class": "rec", "unit": unit, "n_out": 4, "direction": -1},
+            "output": {"class": "copy", "from": ["fw", "bw"]},
+        },
+        EXTERN,
+    )
     lens = [7, 3, 5, 1]
     data = batch(lens)
     out = net(data)["output"].raw
@@ -96,8 +137,12 @@ def test_gru_backward_on_padded_batch():
     layer = net.layers["output"]
     gru = torch.nn.GRU(5, 3, batch_first=True)
     with torch.no_grad():
-        for mine, theirs in [("weight_ih", "weight_ih_l0"), ("weight_hh", "weight_hh_l0"), ("bias", "bias_ih_l0"),
-                             ("bias_hh", "bias_hh_l0")]:
+        for mine, theirs in [
+            ("weight_ih", "weight_ih_l0"),
+            ("weight_hh", "weight_hh_l0"),
+            ("bias", "bias_ih_l0"),
+            ("bias_hh", "bias_hh_l0"),
+        ]:
             getattr(gru, theirs).copy_(getattr(layer, mine))
     data = batch([4, 2])
     out = net(data)["output"].raw
@@ -107,8 +152,9 @@ def test_gru_backward_on_padded_batch():
 
 def test_loss_semantics_as_returnn():
     torch.manual_seed(0)
-    layers = {"output": {"class": "softmax", "loss": "ce", "loss_scale": 0.5,
-                         "loss_opts": {"label_smoothing": 0.1}}}
+    layers = {
+        "output": {"class": "softmax", "loss": "ce", "loss_scale": 0.5, "loss_opts": {"label_smoothing": 0.1}}
+    }
     net = Network(layers, EXTERN)
     data = batch([4, 2, 3])
     out = net(data)
@@ -126,12 +172,15 @@ def test_loss_semantics_as_returnn():
 
 
 def test_mse_and_reduce_and_combine():
-    net = Network({
-        "sum": {"class": "reduce", "mode": "sum", "axis": "time", "is_output_layer": True},
-        "twice": {"class": "combine", "kind": "add", "from": ["data", "data"]},
-        "output": {"class": "copy", "from": "twice", "loss": "mse", "target": "data"},
-        "const": {"class": "constant", "value": 2.5, "is_output_layer": True},
-    }, {"data": DataSpec(5)})
+    net = Network(
+        {
+            "sum": {"class": "reduce", "mode": "sum", "axis": "time", "is_output_layer": True},
+            "twice": {"class": "combine", "kind": "add", "from": ["data", "data"]},
+            "output": {"class": "copy", "from": "twice", "loss": "mse", "target": "data"},
+            "const": {"class": "constant", "value": 2.5, "is_output_layer": True},
+        },
+        {"data": DataSpec(5)},
+    )
     data = batch([3, 1])
     data.pop("classes")
     out = net(data)

@@ -12,8 +12,9 @@ def test_weight_decay_skips_biases_and_norms():
     decayed, plain = opt.param_groups
     assert [p.shape for p in decayed["params"]] == [torch.Size([4, 3])] and decayed["weight_decay"] == 0.5
     assert len(plain["params"]) == 3 and plain["weight_decay"] == 0.0
-    everything = build_optimizer(AdamWConfig(weight_decay=0.5, weight_decay_skip_bias_and_norm=False),
-                                 model.parameters())
+    everything = build_optimizer(
+        AdamWConfig(weight_decay=0.5, weight_decay_skip_bias_and_norm=False), model.parameters()
+    )
     assert len(everything.param_groups) == 1
 
 

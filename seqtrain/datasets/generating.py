@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import random
+from dataclasses import dataclass
 
 import numpy as np
 
 from seqtrain.config import opt
 from seqtrain.datasets import DATASETS
-from seqtrain.datasets.base import DataSpec, Dataset, DatasetOptions
+from seqtrain.datasets.base import Dataset, DatasetOptions, DataSpec
 
 
 @dataclass

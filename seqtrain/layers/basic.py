@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import nn
@@ -17,7 +16,7 @@ from seqtrain.tensor import Dim, Tensor
 @dataclass
 class LinearOptions(LayerOptions):
     n_out: int = opt(help="output feature size")
-    activation: Optional[str] = opt(None, "relu, tanh, sigmoid, gelu, silu, softmax, log_softmax, ...")
+    activation: str | None = opt(None, "relu, tanh, sigmoid, gelu, silu, softmax, log_softmax, ...")
     with_bias: bool = opt(True, "add a bias")
 
 
@@ -44,8 +43,10 @@ class LinearLayer(Layer):
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.project(x)
-        out = Tensor(y if self.activation is None else self.activation(y),
-                     (*x.dims_without_feature(), Dim(f"{self.name}:feature", self.opts.n_out)))
+        out = Tensor(
+            y if self.activation is None else self.activation(y),
+            (*x.dims_without_feature(), Dim(f"{self.name}:feature", self.opts.n_out)),
+        )
         if self.opts.activation in (None, "softmax", "log_softmax"):
             out.logits = y  # losses use the pre-softmax values
         return out
@@ -53,7 +54,7 @@ class LinearLayer(Layer):
 
 @dataclass
 class SoftmaxOptions(LinearOptions):
-    activation: Optional[str] = opt("softmax", "softmax (output probabilities); losses use the logits")
+    activation: str | None = opt("softmax", "softmax (output probabilities); losses use the logits")
 
 
 @LAYERS.register("softmax", SoftmaxOptions)

@@ -16,7 +16,7 @@ from seqtrain.tensor import Tensor
 
 @dataclass
 class LossValue:
-    """Sums over the real frames of one batch; `errors` counts misclassified frames (None: no error measure)."""
+    """Sums over the real frames of one batch; `errors` counts misclassified frames (None: no error rate)."""
 
     loss_sum: torch.Tensor
     num_frames: torch.Tensor
@@ -52,9 +52,12 @@ def aligned_mask(out: Tensor, target: Tensor, layer: str) -> torch.Tensor:
     if out_time is None or tgt_time is None:
         return torch.ones(out.raw.shape[0], 1, dtype=torch.bool, device=out.raw.device)
     if out_time is not tgt_time and not torch.equal(out_time.seq_lens, tgt_time.seq_lens):
-        raise NetworkError(layer, f"output and target have different lengths "
-                           f"({out_time.seq_lens.tolist()} vs {tgt_time.seq_lens.tolist()}); "
-                           "a framewise loss needs aligned targets")
+        raise NetworkError(
+            layer,
+            f"output and target have different lengths "
+            f"({out_time.seq_lens.tolist()} vs {tgt_time.seq_lens.tolist()}); "
+            "a framewise loss needs aligned targets",
+        )
     return out_time.mask(out.raw.shape[1])
 
 
@@ -68,13 +71,15 @@ def cross_entropy(out: Tensor, target: Tensor, opts: dict, layer: str) -> LossVa
     if target.sparse_dim is None:
         raise NetworkError(layer, "loss ce needs sparse targets (class indices)")
     if target.sparse_dim.size != out.dim_size:
-        raise NetworkError(layer, f"n_out {out.dim_size} does not match the target's "
-                           f"{target.sparse_dim.size} classes")
+        raise NetworkError(
+            layer, f"n_out {out.dim_size} does not match the target's {target.sparse_dim.size} classes"
+        )
     mask = aligned_mask(out, target, layer)
     logits = logits_of(out)[mask]
     labels = target.raw[mask]
-    losses = F.cross_entropy(logits.float(), labels, reduction="sum",
-                             label_smoothing=float(opts.get("label_smoothing", 0.0)))
+    losses = F.cross_entropy(
+        logits.float(), labels, reduction="sum", label_smoothing=float(opts.get("label_smoothing", 0.0))
+    )
     errors = (logits.argmax(-1) != labels).sum()
     return LossValue(losses, mask.sum(), errors)
 
@@ -83,9 +88,13 @@ def cross_entropy(out: Tensor, target: Tensor, opts: dict, layer: str) -> LossVa
 def mean_squared_error(out: Tensor, target: Tensor, opts: dict, layer: str) -> LossValue:
     """Squared error summed over features, per real frame."""
     if target.sparse_dim is not None:
-        target = target.copy(raw=F.one_hot(target.raw, target.sparse_dim.size).to(out.raw.dtype), sparse_dim=None)
+        target = target.copy(
+            raw=F.one_hot(target.raw, target.sparse_dim.size).to(out.raw.dtype), sparse_dim=None
+        )
     if target.raw.shape[-1] != out.raw.shape[-1]:
-        raise NetworkError(layer, f"mse: output size {out.raw.shape[-1]} != target size {target.raw.shape[-1]}")
+        raise NetworkError(
+            layer, f"mse: output size {out.raw.shape[-1]} != target size {target.raw.shape[-1]}"
+        )
     mask = aligned_mask(out, target, layer)
     diff = (out.raw - target.raw)[mask].float()
     return LossValue((diff * diff).sum(), mask.sum())

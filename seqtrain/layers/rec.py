@@ -57,7 +57,8 @@ class RecLayer(Layer):
         self.out_spec = DataSpec(hidden, time=True)
 
     def extra_repr(self) -> str:
-        return f"{self.weight_ih.shape[1]} -> {self.opts.n_out}, unit={self.opts.unit}, direction={self.opts.direction}"
+        opts = self.opts
+        return f"{self.weight_ih.shape[1]} -> {opts.n_out}, unit={opts.unit}, direction={opts.direction}"
 
     def reset_parameters(self) -> None:
         bound = 1.0 / math.sqrt(self.opts.n_out)  # as torch.nn.LSTM
