@@ -18,21 +18,21 @@ SEQTRAIN_HD float st_exp(float x) { return expf(x); }
 SEQTRAIN_HD double st_exp(double x) { return exp(x); }
 SEQTRAIN_HD float st_tanh(float x) { return tanhf(x); }
 SEQTRAIN_HD double st_tanh(double x) { return tanh(x); }
-SEQTRAIN_HD float st_log1p(float x) { return log1pf(x); }
-SEQTRAIN_HD double st_log1p(double x) { return log1p(x); }
+SEQTRAIN_HD float st_log(float x) { return logf(x); }
+SEQTRAIN_HD double st_log(double x) { return log(x); }
+template <typename T>
+SEQTRAIN_HD T st_max(T a, T b) {
+  return a > b ? a : b;
+}
+// x, or 0 where x is -inf (so that x - x stays 0 instead of NaN).
+template <typename T>
+SEQTRAIN_HD T st_finite_or_zero(T x) {
+  return x == T(-INFINITY) ? T(0) : x;
+}
 
 template <typename T>
 SEQTRAIN_HD T neg_inf() {
   return T(-INFINITY);  // not numeric_limits: that is host-only without --expt-relaxed-constexpr
-}
-
-// log(exp(a) + exp(b)) without overflow; -inf + -inf stays -inf instead of NaN.
-template <typename T>
-SEQTRAIN_HD T log_add_exp(T a, T b) {
-  T hi = a > b ? a : b;
-  T lo = a > b ? b : a;
-  if (lo == neg_inf<T>()) return hi;
-  return hi + st_log1p(st_exp(lo - hi));
 }
 
 // Loads and stores of `n` consecutive elements as one value V. Scalar here (n is 1); vec_math.h specialises it

@@ -25,6 +25,13 @@ struct CtcArgs {
   int64_t max_time, batch, classes, max_target, blank;
 };
 
+// log(exp(a) + exp(b) + exp(c)) without overflow; all -inf gives -inf, not NaN. V: scalar or SIMD vector.
+template <typename V>
+SEQTRAIN_HD V log_sum_exp3(const V& a, const V& b, const V& c) {
+  const V m = st_finite_or_zero(st_max(st_max(a, b), c));
+  return m + st_log(st_exp(a - m) + st_exp(b - m) + st_exp(c - m));
+}
+
 SEQTRAIN_HD int64_t ctc_label(const int64_t* targets, int64_t s, int64_t blank) {
   return s % 2 == 0 ? blank : targets[s / 2];
 }
@@ -43,16 +50,14 @@ SEQTRAIN_HD T ctc_alpha_init(int64_t s, T emit) {
 // alpha_t(s) = lp_t(l'_s) + logsumexp(alpha_{t-1}(s), alpha_{t-1}(s-1), [alpha_{t-1}(s-2) if skip allowed])
 template <typename T>
 SEQTRAIN_HD T ctc_alpha_step(const T* prev, const int64_t* targets, int64_t s, T emit) {
-  T a = prev[s];
-  if (s >= 1) a = log_add_exp(a, prev[s - 1]);
-  if (ctc_can_skip(targets, s)) a = log_add_exp(a, prev[s - 2]);
-  return a + emit;
+  const T none = neg_inf<T>();
+  return log_sum_exp3(prev[s], s >= 1 ? prev[s - 1] : none, ctc_can_skip(targets, s) ? prev[s - 2] : none) + emit;
 }
 
 // log P(l|x) from the last frame's alpha: paths end in the last label or the final blank.
 template <typename T>
 SEQTRAIN_HD T ctc_log_likelihood(const T* last, int64_t L) {
-  return L >= 2 ? log_add_exp(last[L - 1], last[L - 2]) : last[L - 1];
+  return log_sum_exp3(last[L - 1], L >= 2 ? last[L - 2] : neg_inf<T>(), neg_inf<T>());
 }
 
 template <typename T>
@@ -64,11 +69,12 @@ SEQTRAIN_HD T ctc_beta_init(int64_t s, int64_t L) {
 template <typename T>
 SEQTRAIN_HD T ctc_beta_step(const T* next, const T* lp_next, const int64_t* targets, int64_t s, int64_t L,
                             int64_t blank) {
-  T b = next[s] + lp_next[ctc_label(targets, s, blank)];
-  if (s + 1 < L) b = log_add_exp(b, next[s + 1] + lp_next[ctc_label(targets, s + 1, blank)]);
-  if (s + 2 < L && ctc_can_skip(targets, s + 2))
-    b = log_add_exp(b, next[s + 2] + lp_next[ctc_label(targets, s + 2, blank)]);
-  return b;
+  const T none = neg_inf<T>();
+  return log_sum_exp3(next[s] + lp_next[ctc_label(targets, s, blank)],
+                      s + 1 < L ? next[s + 1] + lp_next[ctc_label(targets, s + 1, blank)] : none,
+                      s + 2 < L && ctc_can_skip(targets, s + 2)
+                          ? next[s + 2] + lp_next[ctc_label(targets, s + 2, blank)]
+                          : none);
 }
 
 // Posterior of being in s at t (Graves eq. 14): exp(alpha_t(s) + beta_t(s) - ll), with loss = -ll.

@@ -1,7 +1,8 @@
-// CPU CTC kernels: one sequence per task of at::parallel_for; the softmax part of the gradient is SIMD.
+// CPU CTC kernels: one sequence per task of at::parallel_for, SIMD over the extended labels and the classes.
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "vec_math.h"  // before ctc.h: its templates must see the Vectorized overloads
@@ -10,8 +11,29 @@
 namespace seqtrain {
 namespace {
 
+using std::vector;
+constexpr int64_t kPad = 2;  // -inf elements around the rows, so the s-1, s-2 (s+1, s+2) reads need no branches
+
+// Applies f(s, n) to s = 0, W, 2W, ... < L, n = lanes in this step (W = SIMD width).
+template <typename T, typename F>
+void for_lanes(int64_t L, const F& f) {
+  constexpr int64_t W = at::vec::Vectorized<T>::size();
+  for (int64_t s = 0; s < L; s += W) f(s, static_cast<int>(std::min<int64_t>(W, L - s)));
+}
+
+// Additive skip mask of one sequence, offset kPad: 0 where l'_s may be entered from l'_{s-2}, else -inf.
+template <typename T>
+vector<T> skip_mask(const int64_t* tg, int64_t L) {
+  vector<T> skip(L + 2 * kPad, neg_inf<T>());
+  for (int64_t s = 0; s < L; ++s) skip[kPad + s] = ctc_can_skip(tg, s) ? T(0) : neg_inf<T>();
+  return skip;
+}
+
+// The alpha recursion of ctc.h, SIMD over s: each row from the previous one (padded rows in `prev`, `cur`).
 template <typename T>
 void alpha_seq(const CtcArgs<T>& a, int64_t b) {
+  using V = at::vec::Vectorized<T>;
+  using Ln = Lanes<V>;
   const int64_t Tb = a.input_lengths[b], L = 2 * a.target_lengths[b] + 1, Lmax = 2 * a.max_target + 1;
   if (Tb == 0) {
     a.loss[b] = ctc_empty_input_loss<T>(a.target_lengths[b]);
@@ -21,11 +43,21 @@ void alpha_seq(const CtcArgs<T>& a, int64_t b) {
   T* al = a.alpha + b * a.max_time * Lmax;
   const T* lp = a.log_probs + b * a.classes;
   const int64_t frame = a.batch * a.classes;
-  for (int64_t s = 0; s < L; ++s) al[s] = ctc_alpha_init(s, lp[ctc_label(tg, s, a.blank)]);
+  const vector<T> skip = skip_mask<T>(tg, L);
+  vector<T> prev(L + 2 * kPad, neg_inf<T>()), cur(prev), emit(L);
+  for (int64_t s = 0; s < L; ++s) al[s] = prev[kPad + s] = ctc_alpha_init(s, lp[ctc_label(tg, s, a.blank)]);
   for (int64_t t = 1; t < Tb; ++t) {
-    T* row = al + t * Lmax;
     const T* lpt = lp + t * frame;
-    for (int64_t s = 0; s < L; ++s) row[s] = ctc_alpha_step(row - Lmax, tg, s, lpt[ctc_label(tg, s, a.blank)]);
+    for (int64_t s = 0; s < L; ++s) emit[s] = lpt[ctc_label(tg, s, a.blank)];
+    const T* p = prev.data() + kPad;
+    T* row = al + t * Lmax;
+    for_lanes<T>(L, [&](int64_t s, int n) {
+      const V skipped = Ln::load(p + s - 2, n) + Ln::load(skip.data() + kPad + s, n);
+      const V v = log_sum_exp3(Ln::load(p + s, n), Ln::load(p + s - 1, n), skipped) + Ln::load(emit.data() + s, n);
+      Ln::store(cur.data() + kPad + s, v, n);
+      Ln::store(row + s, v, n);
+    });
+    std::swap(prev, cur);
   }
   a.loss[b] = -ctc_log_likelihood(al + (Tb - 1) * Lmax, L);
 }
@@ -35,9 +67,12 @@ void zero_frames(const CtcArgs<T>& a, int64_t b, int64_t from) {
   for (int64_t t = from; t < a.max_time; ++t) std::fill_n(a.grad + (t * a.batch + b) * a.classes, a.classes, T(0));
 }
 
-// Beta from the last real frame down, and the gradient of each frame as soon as its beta is known.
+// Beta from the last real frame down (SIMD over s, as ctc_beta_step), and the gradient of each frame as soon as
+// its beta is known: g·softmax (SIMD over classes) minus g·occupancy scattered to the labels.
 template <typename T>
 void grad_seq(const CtcArgs<T>& a, int64_t b) {
+  using V = at::vec::Vectorized<T>;
+  using Ln = Lanes<V>;
   const int64_t Tb = a.input_lengths[b], L = 2 * a.target_lengths[b] + 1, Lmax = 2 * a.max_target + 1;
   const T loss = a.loss[b], g = a.grad_out[b];
   if (Tb == 0 || loss == T(INFINITY)) return zero_frames(a, b, 0);  // impossible: zero gradient, not NaN
@@ -45,17 +80,25 @@ void grad_seq(const CtcArgs<T>& a, int64_t b) {
   const int64_t* tg = a.targets + b * a.max_target;
   const T* al = a.alpha + b * a.max_time * Lmax;
   const int64_t frame = a.batch * a.classes;
-  std::vector<T> beta(2 * L);
+  const vector<T> skip = skip_mask<T>(tg, L);
+  vector<T> beta(L), q(L + 2 * kPad, neg_inf<T>()), occ(L);  // q: beta_{t+1}(s) + lp_{t+1}(l'_s), -inf after L
+  for (int64_t s = 0; s < L; ++s) beta[s] = ctc_beta_init<T>(s, L);
   for (int64_t t = Tb - 1; t >= 0; --t) {
-    T* cur = beta.data() + (t % 2) * L;
-    const T* next = beta.data() + ((t + 1) % 2) * L;
     const T* lpt = a.log_probs + t * frame + b * a.classes;
-    for (int64_t s = 0; s < L; ++s)
-      cur[s] = t == Tb - 1 ? ctc_beta_init<T>(s, L) : ctc_beta_step(next, lpt + frame, tg, s, L, a.blank);
+    if (t < Tb - 1) {
+      for (int64_t s = 0; s < L; ++s) q[s] = beta[s] + lpt[frame + ctc_label(tg, s, a.blank)];
+      for_lanes<T>(L, [&](int64_t s, int n) {
+        const V skipped = Ln::load(q.data() + s + 2, n) + Ln::load(skip.data() + kPad + s + 2, n);
+        Ln::store(beta.data() + s, log_sum_exp3(Ln::load(q.data() + s, n), Ln::load(q.data() + s + 1, n), skipped), n);
+      });
+    }
+    for_lanes<T>(L, [&](int64_t s, int n) {
+      const V x = Ln::load(al + t * Lmax + s, n) + Ln::load(beta.data() + s, n) + V(loss);
+      Ln::store(occ.data() + s, st_exp(x) * V(g), n);  // g·ctc_occupancy, as SIMD
+    });
     T* gt = a.grad + t * frame + b * a.classes;
-    using V = at::vec::Vectorized<T>;
     at::vec::map([g](V x) { return st_exp(x) * V(g); }, gt, lpt, a.classes);
-    for (int64_t s = 0; s < L; ++s) gt[ctc_label(tg, s, a.blank)] -= g * ctc_occupancy(al[t * Lmax + s], cur[s], loss);
+    for (int64_t s = 0; s < L; ++s) gt[ctc_label(tg, s, a.blank)] -= occ[s];
   }
 }
 

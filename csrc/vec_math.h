@@ -18,6 +18,20 @@ inline at::vec::Vectorized<T> st_tanh(const at::vec::Vectorized<T>& x) {
 }
 
 template <typename T>
+inline at::vec::Vectorized<T> st_log(const at::vec::Vectorized<T>& x) {
+  return x.log();
+}
+template <typename T>
+inline at::vec::Vectorized<T> st_max(const at::vec::Vectorized<T>& a, const at::vec::Vectorized<T>& b) {
+  return at::vec::maximum(a, b);
+}
+template <typename T>
+inline at::vec::Vectorized<T> st_finite_or_zero(const at::vec::Vectorized<T>& x) {
+  using V = at::vec::Vectorized<T>;
+  return V::blendv(x, V(0), x == V(neg_inf<T>()));
+}
+
+template <typename T>
 struct Lanes<at::vec::Vectorized<T>> {
   using V = at::vec::Vectorized<T>;
   static V load(const T* p, int n) { return n == V::size() ? V::loadu(p) : V::loadu(p, n); }
