@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -14,11 +15,25 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from seqtrain import distributed
 from seqtrain.config import Config, register_configs
 from seqtrain.errors import ConfigError, SeqtrainError
 
 log = logging.getLogger("seqtrain")
 register_configs()
+
+
+@functools.cache
+def _start_time():
+    return distributed.shared_start_time()
+
+
+def _now(fmt: str) -> str:
+    """The run dir's timestamp: under torchrun, rank 0's start time, so that all ranks share one run dir."""
+    return _start_time().strftime(fmt)
+
+
+OmegaConf.register_new_resolver("seqtrain_now", _now, replace=True)
 _task_started = False  # tells main() whether a failure came from Hydra's composition or from the task
 
 
@@ -74,6 +89,7 @@ def to_config(cfg: DictConfig) -> Config:
 def run(dict_cfg: DictConfig) -> None:
     global _task_started
     _task_started = True
+    distributed.configure_rank_logging()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         cfg = to_config(dict_cfg)
@@ -92,6 +108,8 @@ def run(dict_cfg: DictConfig) -> None:
 
 def main() -> None:
     """`python -m seqtrain`: user mistakes exit with status 2 and one line, bugs with a traceback."""
+    if distributed.env_rank() > 0:
+        sys.argv.append("hydra.output_subdir=null")  # only rank 0 writes .hydra/
     try:
         run()
     except SystemExit as exc:

@@ -176,6 +176,13 @@ class EngineConfig:
 
 
 @dataclass
+class DistributedConfig:
+    backend: str = opt("auto", "torch.distributed backend under torchrun: auto (nccl on GPUs, gloo on CPUs)")
+    timeout: int = opt(1800, "seconds a collective may wait for the other ranks")
+    find_unused_parameters: bool = opt(False, "DDP: allow parameters without gradient in a step")
+
+
+@dataclass
 class TaskConfig:
     name: str = opt("train", "train, eval, nop, nop_init_net_train, initialize_model, ...")
     load_epoch: int | None = opt(None, "checkpoint epoch to load (eval etc.; default: the last one)")
@@ -192,6 +199,7 @@ class Config:
     pretrain: PretrainConfig = opt(factory=PretrainConfig, help="layer-wise pretraining")
     cleanup_old_models: CleanupConfig = opt(factory=CleanupConfig, help="checkpoint cleanup")
     engine: EngineConfig = opt(factory=EngineConfig, help="training loop")
+    distributed: DistributedConfig = opt(factory=DistributedConfig, help="multi-process training (torchrun)")
     task: TaskConfig = opt(factory=TaskConfig, help="what to run")
     model_dir: str = opt("models", "checkpoint folder, relative to the run dir")
 
@@ -207,3 +215,4 @@ def register_configs() -> None:
     cs.store(group="optimizer", name="sgd_schema", node=SGDConfig)
     cs.store(group="lr_control", name="lr_control_schema", node=LRControlConfig)
     cs.store(group="task", name="task_schema", node=TaskConfig)
+    cs.store(group="distributed", name="distributed_schema", node=DistributedConfig)

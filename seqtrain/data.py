@@ -231,13 +231,21 @@ class BatchLoader:
     """The batches of one dataset, epoch after epoch, with persistent workers.
 
     With `num_shards > 1` (distributed training) every shard plans the same global batches and takes every
-    `num_shards`-th of them; when they do not divide evenly, the first batches are repeated so that all shards
-    run the same number of steps (a rank without data would hang the others).
+    `num_shards`-th of them; with `equal_steps`, when they do not divide evenly, the first batches repeat
+    so that all shards run the same number of steps (a rank without data would hang the others).
     """
 
-    def __init__(self, ds: Dataset, cfg: BatchingConfig, train: bool, num_shards: int = 1, shard: int = 0):
+    def __init__(
+        self,
+        ds: Dataset,
+        cfg: BatchingConfig,
+        train: bool,
+        num_shards: int = 1,
+        shard: int = 0,
+        equal_steps: bool = True,
+    ):
         self.ds, self.cfg, self.train = ds, cfg, train
-        self.num_shards, self.shard = num_shards, shard
+        self.num_shards, self.shard, self.equal_steps = num_shards, shard, equal_steps
         self.batch_size = cfg.batch_size if train else (cfg.eval_batch_size or cfg.batch_size)
         self.sampler = _PlanSampler()
         workers = cfg.num_workers
@@ -262,9 +270,9 @@ class BatchLoader:
         )
         if self.num_shards == 1:
             return batches
-        if not batches:
+        missing = -len(batches) % self.num_shards if self.equal_steps else 0
+        if missing and not batches:
             raise DataError(f"{self.ds.name}: epoch {epoch} has no batch to shard")
-        missing = -len(batches) % self.num_shards
         if missing:
             log.info(
                 "%s epoch %d: %d batches for %d shards; repeating the first %d so all run the same steps",

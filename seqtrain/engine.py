@@ -20,6 +20,7 @@ from seqtrain.cleanup import cleanup_old_models
 from seqtrain.config import Config
 from seqtrain.data import Batch, BatchLoader
 from seqtrain.datasets.base import Dataset
+from seqtrain.distributed import DistContext
 from seqtrain.errors import TrainingError
 from seqtrain.lr_control import build_lr_control
 from seqtrain.network import Network
@@ -43,6 +44,10 @@ class Engine:
     def __init__(self, cfg: Config, build_network, datasets: dict[str, Dataset], run_dir: Path):
         self.cfg = cfg
         self.device = pick_device(cfg.engine.device)
+        self.dist = DistContext.setup(cfg.distributed, self.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
         self.build_network = build_network
         self.datasets = datasets
         self.run_dir = Path(run_dir)
@@ -50,6 +55,7 @@ class Engine:
         self.pretrain = build_pretrain(cfg.pretrain, cfg.network.layers)
         self.layers = self.pretrain.layers_for_epoch(1) if self.pretrain else dict(cfg.network.layers)
         self.network = build_network(self.layers).to(self.device)
+        self.model = self.wrap(self.network)
         self.optimizer = build_optimizer(cfg.optimizer, self.network.parameters())
         self.lr_control = build_lr_control(cfg.lr_control)
         self.epoch = 0  # the last finished epoch
@@ -58,7 +64,20 @@ class Engine:
         self.amp_dtype = {None: None, "bfloat16": torch.bfloat16, "float16": torch.float16}[amp]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.loaders: dict[tuple[str, bool], BatchLoader] = {}
-        self.tb = TensorBoard(self.run_dir / "tensorboard" if cfg.engine.tensorboard else None)
+        self.tb = TensorBoard(
+            self.run_dir / "tensorboard" if cfg.engine.tensorboard and self.dist.is_main else None
+        )
+
+    def wrap(self, network: Network) -> torch.nn.Module:
+        """The module the training step calls: DistributedDataParallel when several processes train."""
+        if not self.dist.enabled:
+            return network
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(
+            network, device_ids=device_ids, find_unused_parameters=self.cfg.distributed.find_unused_parameters
+        )
 
     # --- checkpoints ---
     def state_dict(self) -> dict:
@@ -68,13 +87,17 @@ class Engine:
             "model": self.network.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "lr_control": self.lr_control.state_dict(),
-            "rng": checkpoint.rng_state(),
+            # every rank's RNG (dropout differs per rank), so each resumes its own stream
+            "rng": self.dist.all_gather(checkpoint.rng_state()),
         }
 
     def save_checkpoint(self) -> Path:
+        """Called on every rank (the RNG states are gathered); only the main process writes."""
         path = checkpoint.checkpoint_path(self.model_dir, self.epoch)
-        checkpoint.save(path, self.state_dict())
-        log.info("saved %s", path)
+        state = self.state_dict()
+        if self.dist.is_main:
+            checkpoint.save(path, state)
+            log.info("saved %s", path)
         return path
 
     def load_checkpoint(self, epoch: int, model_only: bool = False) -> None:
@@ -94,7 +117,8 @@ class Engine:
         if not model_only:
             self.optimizer.load_state_dict(state["optimizer"])
             self.lr_control.load_state_dict(state["lr_control"])
-            checkpoint.set_rng_state(state["rng"])
+            rngs = state["rng"]
+            checkpoint.set_rng_state(rngs[self.dist.rank % len(rngs)])
         log.info("loaded %s (epoch %d, step %d)", path, self.epoch, self.global_step)
 
     def resume(self) -> None:
@@ -116,11 +140,13 @@ class Engine:
             scores = {**train_scores, **self.score_datasets(["dev", "eval"])}
             self.lr_control.set_epoch_scores(epoch, scores)
             self.lr_control.set_epoch_meta(epoch, {"global_train_step": self.global_step})
-            self.lr_control.save(str(self.run_dir / "learning_rates"))
+            if self.dist.is_main:
+                self.lr_control.save(str(self.run_dir / "learning_rates"))
             self.log_epoch(epoch, lr, scores)
             is_last = epoch == self.cfg.engine.num_epochs
             if epoch % self.cfg.engine.save_interval == 0 or is_last:
                 self.save_checkpoint()
+            if self.dist.is_main and (epoch % self.cfg.engine.save_interval == 0 or is_last):
                 cleanup_old_models(
                     self.model_dir,
                     {e: d.error for e, d in self.lr_control.epoch_data.items()},
@@ -157,13 +183,15 @@ class Engine:
             lines += remap_optimizer_state(old_optimizer, old_names, self.optimizer, new_names, skip)
             for line in lines:
                 log.info("epoch %d network change: %s", epoch, line)
+        self.model = self.wrap(self.network)  # after the copy: DDP broadcasts rank 0's parameters
 
     def train_epoch(self, epoch: int, lr: float) -> dict[str, float]:
         self.network.train()
         engine_cfg = self.cfg.engine
         accum = engine_cfg.accum_grad_multiple_step
         totals = ScoreAccumulator()
-        progress = Progress(f"epoch {epoch}", engine_cfg.progress_bar, engine_cfg.log_interval)
+        show = engine_cfg.progress_bar if self.dist.is_main else False
+        progress = Progress(f"epoch {epoch}", show, engine_cfg.log_interval)
         batches = self.batches("train", epoch, train=True)
         step_in_epoch = -1
         self.optimizer.zero_grad(set_to_none=True)
@@ -171,17 +199,19 @@ class Engine:
             start = time.perf_counter()
             step_lr = lr * self.lr_control.step_factor(self.global_step)
             set_learning_rate(self.optimizer, step_lr)
-            with self.autocast():
-                outputs = self.network(data)
-                losses = self.network.losses(outputs, data)
-                total = self.network.total_loss(losses)
-            if not self.check_finite(total, losses, batch, epoch, step_in_epoch):
-                self.optimizer.zero_grad(set_to_none=True)
-                continue
-            self.scaler.scale(total / accum if accum > 1 else total).backward()
-            grad_norm = None
-            if (step_in_epoch + 1) % accum == 0 or is_last:
-                grad_norm = self.update()
+            do_update = (step_in_epoch + 1) % accum == 0 or is_last
+            # between updates, DDP need not all-reduce: gradients only accumulate (torch's no_sync)
+            sync = nullcontext() if do_update or not self.dist.enabled else self.model.no_sync()
+            with sync:
+                with self.autocast():
+                    outputs = self.model(data)
+                    losses = self.network.losses(outputs, data)
+                    total = self.network.total_loss(losses)
+                if not self.check_finite(total, losses, batch, epoch, step_in_epoch):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    continue
+                self.scaler.scale(total / accum if accum > 1 else total).backward()
+            grad_norm = self.update() if do_update else None
             frames = int(sum(v.num_frames for v in losses.values()) / max(len(losses), 1))
             step_scores = totals.add(losses)
             self.global_step += 1
@@ -194,7 +224,7 @@ class Engine:
                 f"epoch {epoch}: the training data gave no batch (check dataset.train and "
                 "batching.max_seq_length/min_seq_length)"
             )
-        return totals.scores("train")
+        return totals.scores("train", self.dist)
 
     def update(self) -> float:
         """One optimizer step with optional global-norm clipping; returns the gradient norm."""
@@ -251,12 +281,20 @@ class Engine:
             with self.autocast():
                 outputs = self.network(data)
                 totals.add(self.network.losses(outputs, data))
-        return totals.scores(name)
+        return totals.scores(name, self.dist)
 
     def batches(self, name: str, epoch: int, train: bool) -> Iterator[tuple[Batch, dict]]:
         key = (name, train)
         if key not in self.loaders:
-            self.loaders[key] = BatchLoader(self.datasets[name], self.cfg.batching, train)
+            # training shards must run equally many steps (DDP); scoring shards need not, sums are reduced
+            self.loaders[key] = BatchLoader(
+                self.datasets[name],
+                self.cfg.batching,
+                train,
+                self.dist.world_size,
+                self.dist.rank,
+                equal_steps=train,
+            )
         ds = self.datasets[name]
         for batch in self.loaders[key].epoch(epoch):
             yield batch, batch.tensors(ds.extern_data, self.device)

@@ -27,6 +27,14 @@ class ScoreAccumulator:
                 step[key] = total / max(frames, 1.0)
         return step
 
-    def scores(self, prefix: str) -> dict[str, float]:
-        """Epoch values, e.g. `dev_score_output` (loss per frame), `dev_error_output` (frame error rate)."""
-        return {f"{prefix}_{key}": self.sums[key] / max(self.frames[key], 1.0) for key in self.sums}
+    def scores(self, prefix: str, dist=None) -> dict[str, float]:
+        """Epoch values, e.g. `dev_score_output` (loss per frame), `dev_error_output` (frame error rate);
+        with a DistContext, summed over all ranks first."""
+        sums, frames = dict(self.sums), dict(self.frames)
+        if dist is not None and dist.enabled:
+            sums, frames = defaultdict(float), defaultdict(float)
+            for rank_sums, rank_frames in dist.all_gather((dict(self.sums), dict(self.frames))):
+                for key, value in rank_sums.items():
+                    sums[key] += value
+                    frames[key] += rank_frames[key]
+        return {f"{prefix}_{key}": sums[key] / max(frames[key], 1.0) for key in sorted(sums)}

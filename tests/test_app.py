@@ -1,11 +1,15 @@
 """The CLI end to end (subprocess, default experiment shortened), tasks, errors and a -m sweep."""
 
+import csv
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from tests.conftest import compose, run_cli
+from tests.conftest import REPO, compose, run_cli
 
 SHORT = ["dataset.train.num_seqs=100", "dataset.dev.num_seqs=20", "engine.num_epochs=2"]
 
@@ -122,17 +126,42 @@ def test_broken_checkpoint_is_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_multirun_sweep_gets_one_dir_per_job(tmp_path):
+@pytest.mark.parametrize("launcher", ["basic", "local_parallel"])
+def test_multirun_sweep_gets_one_dir_per_job_and_a_summary(tmp_path, launcher):
+    if launcher != "basic":
+        pytest.importorskip(
+            "hydra_plugins.hydra_joblib_launcher", reason="joblib launcher plugin not installed"
+        )
+    sweep = tmp_path / "sweep"
     result = run_cli(
         "-m",
+        f"hydra/launcher={launcher}",
         "optimizer.lr=0.01,0.003",
         *SHORT[:2],
         "engine.num_epochs=1",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    for job, lr in (("0", "0.01"), ("1", "0.003")):
-        job_dir = tmp_path / "sweep" / job
-        assert (job_dir / "models" / "epoch.001.pt").is_file()
-        assert f"learningRate={lr}" in (job_dir / "learning_rates").read_text()
+    dirs = sorted(p.name for p in sweep.iterdir() if p.is_dir())  # named by job number and overrides
+    assert len(dirs) == 2 and dirs[0].startswith("0_") and dirs[0].endswith("optimizer.lr=0.01")
+    assert dirs[1].startswith("1_") and dirs[1].endswith("optimizer.lr=0.003")
+    for job, lr in zip(dirs, ("0.01", "0.003")):
+        assert (sweep / job / "models" / "epoch.001.pt").is_file()
+        assert f"learningRate={lr}" in (sweep / job / "learning_rates").read_text()
+
+    summary = subprocess.run(
+        [sys.executable, "-m", "seqtrain.summary", str(sweep)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert summary.returncode == 0, summary.stderr
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert [float(r["best"]) for r in rows] == sorted(float(r["best"]) for r in rows)
+    for job in dirs:
+        row = next(r for r in rows if r["job"] == job)
+        assert job.rsplit(",", 1)[-1] in row["overrides"].split()
+        dev = (sweep / job / "learning_rates").read_text().split("'dev_score_output': ")[1].split(",")[0]
+        assert float(row["best"]) == pytest.approx(float(dev)) and row["best_epoch"] == "1"
+    assert "optimizer.lr=0.003" in summary.stdout and "best_epoch" in summary.stdout
