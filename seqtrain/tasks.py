@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from seqtrain import checkpoint
 from seqtrain.errors import CheckpointError, ConfigError
@@ -85,3 +86,28 @@ def evaluate(exp) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"epoch": epoch, "scores": scores}, indent=2) + "\n")
     log.info("epoch %d: %s (written to %s)", epoch, " ".join(f"{k} {v:.4g}" for k, v in scores.items()), out)
+
+
+@task("dump")
+def dump(exp) -> None:
+    """Write a dataset's data (features and targets, as the loader gives them) to a RETURNN HDF file, so
+    features are extracted once and later runs train from the HDF (`dataset: {class: hdf, files: [...]}`)."""
+    from seqtrain.data import BatchLoader
+    from seqtrain.datasets.hdf import HDFWriter
+
+    name = exp.cfg.task.dataset
+    ds = exp.datasets.get(name)
+    if ds is None:
+        raise ConfigError(f"task.dataset: no dataset {name!r} configured (dataset.{name})")
+    out = Path(exp.cfg.task.output_file or exp.run_dir / "dump" / f"{name}.hdf")
+    count = 0
+    with HDFWriter(out, ds.extern_data) as writer:
+        for batch in BatchLoader(ds, exp.cfg.batching, train=False).epoch(1):
+            for i, tag in enumerate(batch.tags):
+                seq = {}
+                for key, raw in batch.data.items():
+                    array = raw[i, : batch.seq_lens[key][i]] if ds.extern_data[key].time else raw[i]
+                    seq[key] = array.numpy().astype(ds.extern_data[key].dtype, copy=False)
+                writer.insert(tag, seq)
+                count += 1
+    log.info("dumped %d sequences of dataset.%s to %s", count, name, out)

@@ -165,3 +165,33 @@ def test_multirun_sweep_gets_one_dir_per_job_and_a_summary(tmp_path, launcher):
         dev = (sweep / job / "learning_rates").read_text().split("'dev_score_output': ")[1].split(",")[0]
         assert float(row["best"]) == pytest.approx(float(dev)) and row["best_epoch"] == "1"
     assert "optimizer.lr=0.003" in summary.stdout and "best_epoch" in summary.stdout
+
+
+def test_dump_writes_a_dataset_to_hdf_that_reads_back(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    out = tmp_path / "dev.hdf"
+    result = run_cli(
+        "task=dump",
+        "task.dataset=dev",
+        f"task.output_file={out}",
+        "dataset.dev.num_seqs=7",
+        f"hydra.run.dir={tmp_path / 'r'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    cfg = compose("dataset.dev.num_seqs=7")
+    from seqtrain.datasets import build_dataset
+
+    dev = build_dataset(cfg.dataset.dev, "dataset.dev")
+    dev.init_epoch(1)
+    with h5py.File(out) as f:
+        tags = [t.decode() if isinstance(t, bytes) else t for t in f["seqTags"][()]]
+        assert sorted(tags) == sorted(dev.seq_tag(i) for i in range(7))
+        lens = f["seqLengths"][()]
+        start = 0
+        for tag, (n_in, n_cls) in zip(tags, lens):
+            seq = dev.get_seq(int(tag.split("-")[1]))
+            assert n_in == n_cls == len(seq["data"])
+            assert (f["inputs"][start : start + n_in] == seq["data"]).all()
+            assert (f["targets/data/classes"][start : start + n_in] == seq["classes"]).all()
+            start += n_in
