@@ -14,6 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q "$(TORCH)" || $(PIP) install -q "torch>=2.2"
 	$(PIP) install -q -e ".[dev]"
+	$(PY) -m seqtrain.ops build || echo "native kernels not built: seqtrain uses the pure-PyTorch reference"
 	touch $@
 
 run: setup
