@@ -187,7 +187,9 @@ class TaskConfig:
     name: str = opt("train", "train, eval, nop, nop_init_net_train, initialize_model, ...")
     load_epoch: int | None = opt(None, "checkpoint epoch to load (eval etc.; default: the last one)")
     eval_datasets: list[str] = opt(factory=lambda: ["dev", "eval"], help="datasets task=eval scores")
-    dataset: str = opt("train", "the dataset single-dataset tasks read (task=dump, ...): train, dev, eval")
+    dataset: str | None = opt(
+        None, "the dataset a single-dataset task reads: train, dev, eval (default: dump train, analyze dev)"
+    )
     output_file: str | None = opt(
         None, "task=dump: the HDF file to write (default: <run dir>/dump/<dataset>.hdf)"
     )

@@ -64,19 +64,24 @@ def initialize_model(exp) -> None:
     engine.save_checkpoint()
 
 
+def epoch_to_load(exp) -> int:
+    """`task.load_epoch`, else the last checkpoint of the run."""
+    if exp.cfg.task.load_epoch is not None:
+        return exp.cfg.task.load_epoch
+    model_dir = exp.run_dir / exp.cfg.model_dir
+    epochs = checkpoint.list_epochs(model_dir)
+    if not epochs:
+        raise CheckpointError(
+            f"{model_dir}: no checkpoint (train first, or point hydra.run.dir at a training run)"
+        )
+    return epochs[-1]
+
+
 @task("eval")
 def evaluate(exp) -> None:
     """Score the dev/eval datasets with checkpoint `task.load_epoch` (default: the last one)."""
     engine = exp.engine
-    epoch = exp.cfg.task.load_epoch
-    if epoch is None:
-        epochs = checkpoint.list_epochs(engine.model_dir)
-        if not epochs:
-            raise CheckpointError(
-                f"{engine.model_dir}: no checkpoint to evaluate (train first, or point "
-                "hydra.run.dir at a training run)"
-            )
-        epoch = epochs[-1]
+    epoch = epoch_to_load(exp)
     engine.load_checkpoint(epoch, model_only=True)
     names = [n for n in exp.cfg.task.eval_datasets if exp.datasets.get(n) is not None]
     if not names:
@@ -95,7 +100,7 @@ def dump(exp) -> None:
     from seqtrain.data import BatchLoader
     from seqtrain.datasets.hdf import HDFWriter
 
-    name = exp.cfg.task.dataset
+    name = exp.cfg.task.dataset or "train"
     ds = exp.datasets.get(name)
     if ds is None:
         raise ConfigError(f"task.dataset: no dataset {name!r} configured (dataset.{name})")
@@ -111,3 +116,6 @@ def dump(exp) -> None:
                 writer.insert(tag, seq)
                 count += 1
     log.info("dumped %d sequences of dataset.%s to %s", count, name, out)
+
+
+import seqtrain.tasks_model  # noqa: E402, F401  (registers cleanup_old_models, average_checkpoints, analyze)

@@ -21,7 +21,7 @@ from seqtrain.errors import CheckpointError, ConfigError
 from seqtrain.layers.loss import aligned_mask, logits_of
 from seqtrain.lr_control import LearningRateControl, build_lr_control
 from seqtrain.scores import ScoreAccumulator
-from seqtrain.tasks import task
+from seqtrain.tasks import epoch_to_load, task
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +49,6 @@ def load_scores(exp) -> LearningRateControl:
 
 def scores_by_epoch(control: LearningRateControl) -> dict[int, dict[str, float]]:
     return {epoch: data.error for epoch, data in control.epoch_data.items()}
-
-
-def epoch_to_load(exp) -> int:
-    """`task.load_epoch`, else the last checkpoint of the run."""
-    if exp.cfg.task.load_epoch is not None:
-        return exp.cfg.task.load_epoch
-    epochs = checkpoint.list_epochs(model_dir(exp))
-    if not epochs:
-        raise CheckpointError(
-            f"{model_dir(exp)}: no checkpoint (train first, or point hydra.run.dir at a training run)"
-        )
-    return epochs[-1]
 
 
 # --- task=cleanup_old_models ---
@@ -167,13 +155,13 @@ def check_same_parameters(first: Path, sums: dict, path: Path, model: dict) -> N
 
 @task("analyze")
 def analyze(exp) -> None:
-    """Run checkpoint `task.load_epoch` (default: the last) over `task.analyze_dataset` and report loss,
+    """Run checkpoint `task.load_epoch` (default: the last) over `task.dataset` (default dev) and report loss,
     frame error, perplexity, sequence lengths and output-probability histograms, per batch in the log
     and for the whole dataset in `<run_dir>/analyze/<dataset>.epoch.NNN.{txt,json}` and TensorBoard."""
-    name = exp.cfg.task.analyze_dataset
+    name = exp.cfg.task.dataset or "dev"
     if exp.datasets.get(name) is None:
         configured = [k for k, ds in exp.datasets.items() if ds is not None]
-        raise ConfigError(f"task.analyze_dataset: no dataset {name!r} configured; configured: {configured}")
+        raise ConfigError(f"task.dataset: no dataset {name!r} configured; configured: {configured}")
     engine = exp.engine
     epoch = epoch_to_load(exp)
     engine.load_checkpoint(epoch, model_only=True)

@@ -106,7 +106,7 @@ def test_tasks_nop_init_and_initialize_model(tmp_path):
         (["optimizer.lrr=0.1"], "optimizer.lrr"),
         (["network.layers.output.class=sofmax"], "network.layers.output.class: unknown layer class 'sofmax'"),
         (["dataset.train.seq_ordering=shuffle"], "dataset.train.seq_ordering: invalid 'shuffle'"),
-        (["task=eval"], "no checkpoint to evaluate"),
+        (["task=eval"], "no checkpoint (train first"),
     ],
 )
 def test_user_errors_exit_2_without_traceback(tmp_path, args, message):

@@ -109,3 +109,9 @@ def test_nonfinite_loss_can_be_skipped(tmp_path, caplog):
         exp.network.layers["output"].linear.bias.fill_(float("nan"))
     exp.engine.train()
     assert "update skipped" in caplog.text and exp.engine.global_step == 0
+
+
+def test_bfloat16_autocast_trains(tmp_path):
+    exp = train(tmp_path, "engine.num_epochs=1", "engine.torch_amp=bfloat16")
+    scores = exp.engine.lr_control.epoch_data[1].error
+    assert 0 < scores["train_score_output"] < 1.0 and scores["dev_error_output"] <= 1

@@ -207,3 +207,19 @@ def test_l2_adds_squared_weights_to_the_loss():
     losses = net.losses(net(data), data)
     weights = sum((p * p).sum() for p in net.layers["output"].parameters())
     torch.testing.assert_close(net.total_loss(losses), losses["output"].loss_sum + 0.01 * weights)
+
+
+def test_nativelstm_and_standardlstm_checkpoints_convert():
+    def net(unit):
+        layers = {
+            "fw": {"class": "rec", "unit": unit, "n_out": 4},
+            "bw": {"class": "rec", "unit": unit, "n_out": 4, "direction": -1},
+            "output": {"class": "copy", "from": ["fw", "bw"]},
+        }
+        return Network(layers, EXTERN)
+
+    torch.manual_seed(0)
+    native, standard = net("nativelstm"), net("standardlstm")
+    standard.load_state_dict(native.state_dict())
+    data = batch([6, 2, 4])
+    torch.testing.assert_close(native(data)["output"].raw, standard(data)["output"].raw, atol=1e-6, rtol=1e-5)

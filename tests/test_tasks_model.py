@@ -23,7 +23,6 @@ TASK_DEFAULTS = {
     "average_num_best": 4,
     "average_epochs": None,
     "average_output": "averaged.pt",
-    "analyze_dataset": "dev",
     "analyze_histogram_bins": 20,
 }
 SMALL = [
@@ -220,7 +219,7 @@ def test_analyze_report_matches_engine_scores_and_data(trained, caplog):
 def test_analyze_writes_tensorboard_histograms(trained):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run_task("analyze", experiment(trained, ["engine.tensorboard=true"], analyze_dataset="dev"))
+    run_task("analyze", experiment(trained, ["engine.tensorboard=true"], dataset="dev"))
     tags = {"histograms": set(), "scalars": set()}
     for events in (trained / "tensorboard").iterdir():
         acc = EventAccumulator(str(events))
@@ -234,5 +233,5 @@ def test_analyze_writes_tensorboard_histograms(trained):
 def test_analyze_unknown_dataset(trained):
     from seqtrain.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"task.analyze_dataset: no dataset 'eval' configured"):
-        run_task("analyze", experiment(trained, ["engine.tensorboard=false"], analyze_dataset="eval"))
+    with pytest.raises(ConfigError, match=r"task.dataset: no dataset 'eval' configured"):
+        run_task("analyze", experiment(trained, ["engine.tensorboard=false"], dataset="eval"))

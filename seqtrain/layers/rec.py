@@ -68,7 +68,10 @@ class RecLayer(Layer):
     def forward(self, x: Tensor) -> Tensor:
         time = x.time_dim
         raw = x.raw if self.opts.direction == 1 else reverse_padded(x.raw, time.seq_lens)
-        y = self.run_unit(raw, time.seq_lens)
+        # The recurrence runs in float32 even under autocast: our kernels take float32/64, and torch's CPU
+        # LSTM (oneDNN) fails under bf16 autocast; the layers around it still compute in bf16.
+        with torch.autocast(raw.device.type, enabled=False):
+            y = self.run_unit(raw if raw.dtype == torch.float64 else raw.float(), time.seq_lens)
         if self.opts.direction == -1:
             y = reverse_padded(y, time.seq_lens)
         out = Tensor(y, (x.batch_dim, time, Dim(f"{self.name}:feature", self.opts.n_out)))
@@ -93,12 +96,9 @@ class RecLayer(Layer):
         return y
 
     def use_native(self) -> bool:
-        try:
-            from seqtrain import ops
-        except ImportError:
-            ops = None
+        """nativelstm always; lstm when the kernels are built (else torch's LSTM)."""
+        from seqtrain import ops
+
         if self.opts.unit == "nativelstm":
-            if ops is None:
-                raise self.error("unit nativelstm: the seqtrain.ops kernels are not available")
             return True
-        return ops is not None and ops.native_available()
+        return ops.native_available()
