@@ -206,8 +206,8 @@ class WindowOptions(LayerOptions):
 
 @LAYERS.register("window", WindowOptions)
 class WindowLayer(Layer):
-    """Each output frame holds `window_size` input frames around it, concatenated on the feature axis (RETURNN's
-    window layer followed by merge_dims of window and feature)."""
+    """Each output frame holds `window_size` input frames around it, concatenated on the feature axis
+    (RETURNN's window layer followed by merge_dims of window and feature)."""
 
     def __init__(self, name: str, opts: WindowOptions, inputs: list[DataSpec]):
         super().__init__(name, opts, inputs)

@@ -1,0 +1,284 @@
+"""CTC decoding: greedy (best path), prefix beam search with optional LM shallow fusion, labels to text.
+
+Log-probs are [T, C] per sequence (or [B, T, C] with lengths); `blank` is a class index. The prefix beam
+search keeps, per label prefix, the probability of all alignments ending in blank and in a non-blank
+(Graves 2012, sec. 7.5 "prefix search decoding"; Hannun et al. 2014, "First-pass large vocabulary continuous
+speech recognition using bi-directional recurrent DNNs", algorithm 1). With a large enough beam and no
+token pruning it is exact: the best labelling by the sum over all its alignments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from seqtrain.tensor import Tensor
+
+NEG_INF = -np.inf
+Prefix = tuple[int, ...]
+# next-label log-probs [N, C] over the acoustic model's labels for a batch of prefixes (blank column ignored)
+LabelLM = Callable[[list[Prefix]], np.ndarray]
+
+
+# --- greedy ---
+
+
+def greedy_labels(
+    log_probs: torch.Tensor, seq_lens: torch.Tensor, blank: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best path of [B, T, C]: argmax per frame, repeats merged, blanks removed, vectorised.
+
+    Returns labels [B, L] (padded with 0) and their lengths [B], on the input's device.
+    """
+    best = log_probs.argmax(-1)  # [B, T]
+    frames = torch.arange(best.shape[1], device=best.device)[None, :]
+    new = torch.ones_like(best, dtype=torch.bool)
+    new[:, 1:] = best[:, 1:] != best[:, :-1]
+    keep = new & (best != blank) & (frames < seq_lens.to(best.device)[:, None])
+    lens = keep.sum(1)
+    pos = torch.where(keep, keep.cumsum(1) - 1, best.shape[1])  # dropped frames go to a spare column
+    out = torch.zeros(best.shape[0], best.shape[1] + 1, dtype=best.dtype, device=best.device)
+    out.scatter_(1, pos, best)
+    return out[:, : int(lens.max()) if lens.numel() else 0], lens
+
+
+def greedy_decode(log_probs: torch.Tensor, seq_lens: torch.Tensor, blank: int) -> list[list[int]]:
+    labels, lens = greedy_labels(log_probs, seq_lens, blank)
+    return [row[:n].tolist() for row, n in zip(labels.cpu(), lens.cpu())]
+
+
+# --- prefix beam search ---
+
+
+@dataclass
+class Hypothesis:
+    labels: Prefix
+    score: float  # am_score + lm_weight * lm_score + length_bonus * len(labels)
+    am_score: float  # log of the sum over all alignments of the labels (CTC)
+    lm_score: float = 0.0
+
+
+@dataclass
+class _Beam:
+    blank: float = NEG_INF  # log prob of the alignments so far that end in blank
+    label: float = NEG_INF  # ... that end in the prefix's last label
+
+    @property
+    def total(self) -> float:
+        return float(np.logaddexp(self.blank, self.label))
+
+
+def ctc_prefix_beam_search(
+    log_probs: np.ndarray | torch.Tensor,
+    beam_size: int,
+    blank: int,
+    lm: LabelLM | None = None,
+    lm_weight: float = 0.0,
+    length_bonus: float = 0.0,
+    token_beam: int | None = None,
+    lm_end: Callable[[list[Prefix]], np.ndarray] | None = None,
+) -> list[Hypothesis]:
+    """Hypotheses of one sequence's [T, C] log-probs, best first (at most beam_size).
+
+    token_beam: extend each prefix per frame only by the `token_beam` most probable labels (None: by all).
+    lm: shallow fusion, the score of extending a prefix by c adds lm_weight * log P_LM(c | prefix);
+    lm_end gives log P_LM(end | prefix) [N], added (times lm_weight) to the final hypotheses.
+    """
+    lp = _as_numpy(log_probs)
+    beams: dict[Prefix, _Beam] = {(): _Beam(blank=0.0)}
+    lm_scores: dict[Prefix, float] = {(): 0.0}
+    lm_cache: dict[Prefix, np.ndarray] = {}
+    for frame in lp:
+        if lm is not None:
+            _fill_lm_cache(lm, list(beams), lm_cache)
+        nxt: dict[Prefix, _Beam] = {}
+        for prefix, beam in beams.items():
+            _extend(prefix, beam, frame, blank, _candidates(frame, blank, token_beam), nxt)
+        for prefix in nxt:
+            if prefix not in lm_scores:
+                lm_scores[prefix] = lm_scores[prefix[:-1]] + (
+                    float(lm_cache[prefix[:-1]][prefix[-1]]) if lm is not None else 0.0
+                )
+        beams = _prune(nxt, lm_scores, lm_weight, length_bonus, beam_size)
+    return _finish(beams, lm_scores, lm_weight, length_bonus, lm_end)
+
+
+def _as_numpy(log_probs) -> np.ndarray:
+    if isinstance(log_probs, torch.Tensor):
+        return log_probs.detach().float().cpu().numpy().astype(np.float64)
+    return np.asarray(log_probs, dtype=np.float64)
+
+
+def _candidates(frame: np.ndarray, blank: int, token_beam: int | None) -> np.ndarray:
+    labels = np.delete(np.arange(len(frame)), blank)
+    if token_beam is None or token_beam >= len(labels):
+        return labels
+    return labels[np.argsort(-frame[labels], kind="stable")[:token_beam]]
+
+
+def _extend(
+    prefix: Prefix, beam: _Beam, frame: np.ndarray, blank: int, labels: np.ndarray, nxt: dict
+) -> None:
+    total = beam.total
+    stay = nxt.setdefault(prefix, _Beam())
+    stay.blank = np.logaddexp(stay.blank, total + frame[blank])
+    if prefix:  # the last label repeated without a blank in between stays the same prefix
+        stay.label = np.logaddexp(stay.label, beam.label + frame[prefix[-1]])
+    for c in labels.tolist():
+        # after the same label, only the paths through a blank start a new one
+        source = beam.blank if prefix and c == prefix[-1] else total
+        grown = nxt.setdefault((*prefix, c), _Beam())
+        grown.label = np.logaddexp(grown.label, source + frame[c])
+
+
+def _fill_lm_cache(lm: LabelLM, prefixes: list[Prefix], cache: dict) -> None:
+    todo = [p for p in prefixes if p not in cache]
+    if todo:
+        for prefix, scores in zip(todo, np.asarray(lm(todo), dtype=np.float64)):
+            cache[prefix] = scores
+
+
+def _rank(prefix: Prefix, beam: _Beam, lm_scores: dict, lm_weight: float, length_bonus: float) -> float:
+    return beam.total + lm_weight * lm_scores[prefix] + length_bonus * len(prefix)
+
+
+def _prune(beams: dict, lm_scores: dict, lm_weight: float, length_bonus: float, size: int) -> dict:
+    ranked = sorted(beams.items(), key=lambda kv: -_rank(kv[0], kv[1], lm_scores, lm_weight, length_bonus))
+    return {p: b for p, b in ranked[:size] if b.total > NEG_INF}
+
+
+def _finish(beams: dict, lm_scores: dict, lm_weight: float, length_bonus: float, lm_end) -> list[Hypothesis]:
+    prefixes = list(beams)
+    end = np.asarray(lm_end(prefixes), dtype=np.float64) if lm_end is not None and prefixes else None
+    hyps = []
+    for i, prefix in enumerate(prefixes):
+        lm_score = lm_scores[prefix] + (float(end[i]) if end is not None else 0.0)
+        am = beams[prefix].total
+        score = am + lm_weight * lm_score + length_bonus * len(prefix)
+        hyps.append(Hypothesis(prefix, score, am, lm_score))
+    return sorted(hyps, key=lambda h: -h.score)
+
+
+def beam_search_batch(
+    log_probs: torch.Tensor, seq_lens: torch.Tensor, beam_size: int, blank: int, **kwargs
+) -> list[list[Hypothesis]]:
+    """ctc_prefix_beam_search for each sequence of [B, T, C]."""
+    lp = log_probs.detach().float().cpu()
+    return [
+        ctc_prefix_beam_search(lp[b, : int(n)], beam_size, blank, **kwargs)
+        for b, n in enumerate(seq_lens.cpu().tolist())
+    ]
+
+
+# --- labels to text ---
+
+
+BPE_BOUNDARY = "▁"  # SentencePiece's word-start marker
+
+
+def labels_to_text(labels: Sequence[int], vocab: Sequence[str]) -> str:
+    """Characters: concatenated, the space label separates words. BPE pieces: concatenated, "▁" starts a word.
+    Whitespace is normalised to single spaces."""
+    text = "".join(vocab[i] for i in labels).replace(BPE_BOUNDARY, " ")
+    return " ".join(text.split())
+
+
+# --- dev WER/CER during training ---
+
+
+def ctc_log_probs(out: Tensor) -> torch.Tensor:
+    """[B, T, C] log-probs of a softmax output (from its logits when it has them)."""
+    if out.logits is not None:
+        return torch.log_softmax(out.logits.float(), -1)
+    return torch.log(out.raw.float().clamp_min(1e-20))
+
+
+def score_ctc_greedy(
+    network, outputs: dict[str, Tensor], data: dict[str, Tensor]
+) -> dict[str, tuple[int, int]]:
+    """Greedy-decoding word and character errors of every `ctc` loss layer against its target:
+    `{"wer_<layer>": (word errors, reference words), "cer_<layer>": (char errors, reference chars)}`.
+    Needs the target's vocabulary (DataSpec.vocab); layers whose target has none are left out."""
+    from seqtrain.layers.ctc import blank_index
+    from seqtrain.wer import align, chars, words
+
+    result = {}
+    for name in network.loss_layers:
+        opts = network.layers[name].opts
+        vocab = network.extern_data[opts.target].vocab
+        if opts.loss != "ctc" or not vocab:
+            continue
+        out, target = outputs[name], data[opts.target]
+        hyps = greedy_decode(ctc_log_probs(out), out.time_dim.seq_lens, blank_index(out, opts.loss_opts))
+        refs = [row[: int(n)].tolist() for row, n in zip(target.raw.cpu(), target.time_dim.seq_lens.cpu())]
+        counts = {"wer": [0, 0], "cer": [0, 0]}
+        for hyp, ref in zip(hyps, refs):
+            hyp_text, ref_text = labels_to_text(hyp, vocab), labels_to_text(ref, vocab)
+            for key, split in (("wer", words), ("cer", chars)):
+                a = align(split(ref_text), split(hyp_text))
+                counts[key][0] += a.errors
+                counts[key][1] += a.ref_len
+        for key, (errors, ref_len) in counts.items():
+            result[f"{key}_{name}"] = (errors, ref_len)
+    return result
+
+
+# --- a trained seqtrain LM for shallow fusion ---
+
+
+class NetworkLM:
+    """A seqtrain LM (the `lm` dataset's layout: it reads `data` = <s> + tokens and its output layer predicts
+    the next token) as a LabelLM over the acoustic model's labels, matched by label string: a character
+    LM for character CTC, a BPE LM with the same pieces for BPE CTC. Labels the LM lacks score as its
+    unknown symbol, or -inf without one. Each call runs the LM over the whole prefixes (no state carried)."""
+
+    def __init__(
+        self,
+        network,
+        am_vocab: Sequence[str],
+        output_layer: str = "output",
+        start: str = "<s>",
+        end: str | None = "</s>",
+        unknown: str | None = "<unk>",
+    ):
+        self.network = network.eval()
+        self.output_layer = output_layer
+        lm_vocab = network.extern_data["data"].vocab
+        index = {label: i for i, label in enumerate(lm_vocab)}
+        fallback = index.get(unknown, -1) if unknown is not None else -1
+        self.label_map = np.array([index.get(label, fallback) for label in am_vocab], dtype=np.int64)
+        self.start = index[start]
+        self.end = index.get(end) if end is not None else None
+
+    def token_log_probs(self, prefixes: list[Prefix]) -> np.ndarray:
+        """[N, V_lm] log P(next LM token | <s> + prefix mapped to LM tokens)."""
+        from seqtrain.tensor import Dim
+
+        device = next(self.network.parameters()).device
+        lens = torch.tensor([len(p) + 1 for p in prefixes])
+        ids = torch.full((len(prefixes), int(lens.max())), self.start, dtype=torch.long)
+        for i, prefix in enumerate(prefixes):
+            ids[i, 1 : len(prefix) + 1] = torch.as_tensor(self.label_map[list(prefix)].clip(0))
+        vocab = Dim("vocab:data", size=len(self.network.extern_data["data"].vocab))
+        data = Tensor(
+            ids.to(device),
+            (Dim("batch", size=len(prefixes)), Dim("time:data", seq_lens=lens.to(device))),
+            vocab,
+        )
+        with torch.no_grad():
+            out = self.network({"data": data})[self.output_layer]
+        last = ctc_log_probs(out)[torch.arange(len(prefixes)), (lens - 1).to(device)]
+        return last.cpu().numpy().astype(np.float64)
+
+    def __call__(self, prefixes: list[Prefix]) -> np.ndarray:
+        scores = self.token_log_probs(prefixes)[:, self.label_map.clip(0)]
+        scores[:, self.label_map < 0] = NEG_INF
+        return scores
+
+    def end_log_probs(self, prefixes: list[Prefix]) -> np.ndarray:
+        if self.end is None:
+            return np.zeros(len(prefixes))
+        return self.token_log_probs(prefixes)[:, self.end]
