@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from seqtrain.errors import ConfigError
@@ -46,11 +46,17 @@ def parse_options(schema: type, options: Mapping[str, Any], where: str) -> Any:
     for key in options:
         if key not in known:
             raise ConfigError(f"{where}: unknown option {key!r}; known: {', '.join(sorted(known))}")
+    for key, value in options.items():
+        if value is None and _required(schema, key):
+            raise ConfigError(
+                f"{where}.{key}: must be set, got null (an unset interpolation like ${{dataset.root}}?)"
+            )
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), dict(options))
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or ""
-        raise ConfigError(f"{where}.{key}: {exc.msg}" if key else f"{where}: {exc.msg}") from None
+        msg = str(exc.msg).splitlines()[0]
+        raise ConfigError(f"{where}.{key}: {msg}" if key else f"{where}: {msg}") from None
     try:
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:  # e.g. a MISSING required option
@@ -58,3 +64,10 @@ def parse_options(schema: type, options: Mapping[str, Any], where: str) -> Any:
         raise ConfigError(
             f"{where}.{key}: required option not set" if key else f"{where}: {exc.msg}"
         ) from None
+
+
+def _required(schema: type, key: str) -> bool:
+    field = next(f for f in dataclasses.fields(schema) if f.name == key)
+    return field.default is MISSING or (
+        field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+    )

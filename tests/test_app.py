@@ -48,7 +48,11 @@ def test_cli_trains_and_writes_run_dir(tmp_path):
     ).is_file()
     log = (run_dir / "train.log").read_text()
     assert "epoch 2: lr 0.01" in log and "dev_error_output" in log and "frames/s" in log
-    assert sorted(p.name for p in (run_dir / "models").iterdir()) == ["epoch.001.pt", "epoch.002.pt"]
+    assert sorted(p.name for p in (run_dir / "models").iterdir()) == [
+        "best.pt",
+        "epoch.001.pt",
+        "epoch.002.pt",
+    ]
     assert "2: EpochData(learningRate=0.01" in (run_dir / "learning_rates").read_text()
     tags = tensorboard_tags(run_dir / "tensorboard")
     assert {
