@@ -33,7 +33,7 @@ class NetworkConfig:
 
 @dataclass
 class DatasetsConfig:
-    root: str | None = opt(None, "corpus folder that dataset configs read as ${dataset.root} (e.g. LibriSpeech)")
+    root: str | None = opt(None, "corpus folder dataset configs read as ${dataset.root} (e.g. LibriSpeech)")
     train: dict[str, Any] | None = opt(None, "training dataset: {class: NAME, ...its options}")
     dev: dict[str, Any] | None = opt(None, "dev dataset, scored every epoch (its score steers LR control)")
     eval: dict[str, Any] | None = opt(None, "extra dataset scored every epoch and by task=eval")
