@@ -1,0 +1,112 @@
+"""search: greedy and prefix beam search against brute force over all alignments, LM fusion, text."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from seqtrain.search import (
+    NetworkLM,
+    beam_search_batch,
+    ctc_prefix_beam_search,
+    greedy_decode,
+    greedy_labels,
+    labels_to_text,
+)
+
+
+def collapse(path, blank):
+    out = [k for i, k in enumerate(path) if k != blank and (i == 0 or k != path[i - 1])]
+    return tuple(out)
+
+
+def brute_force(probs: np.ndarray, blank: int) -> dict[tuple, float]:
+    """P(labels) = sum over all alignments (every path of T frames) that collapse to them."""
+    totals: dict[tuple, float] = {}
+    for path in itertools.product(range(probs.shape[1]), repeat=probs.shape[0]):
+        p = float(np.prod(probs[np.arange(len(path)), path]))
+        key = collapse(path, blank)
+        totals[key] = totals.get(key, 0.0) + p
+    return totals
+
+
+def test_beam_beats_greedy_where_alignments_add_up():
+    # two frames, p(blank)=0.6, p(a)=0.4: the best path is blank blank (""), 0.36, but
+    # P("a") = 0.4*0.4 + 0.4*0.6 + 0.6*0.4 = 0.64
+    lp = torch.log(torch.tensor([[0.6, 0.4], [0.6, 0.4]]))
+    assert greedy_decode(lp[None], torch.tensor([2]), blank=0) == [[]]
+    best = ctc_prefix_beam_search(lp, beam_size=4, blank=0)[0]
+    assert best.labels == (1,)
+    assert best.am_score == pytest.approx(np.log(0.64))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_beam_search_equals_brute_force_on_tiny_t(seed):
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.ones(3) * 0.7, size=5)  # T=5, C=3 (blank 2): 243 paths
+    truth = brute_force(probs, blank=2)
+    hyps = ctc_prefix_beam_search(np.log(probs), beam_size=100, blank=2)
+    best_labels, best_p = max(truth.items(), key=lambda kv: kv[1])
+    assert hyps[0].labels == best_labels
+    assert hyps[0].am_score == pytest.approx(np.log(best_p))
+    for h in hyps:  # every surviving prefix carries its exact probability
+        assert h.am_score == pytest.approx(np.log(truth[h.labels]))
+    greedy = greedy_decode(torch.tensor(np.log(probs))[None], torch.tensor([5]), blank=2)[0]
+    assert hyps[0].am_score >= np.log(truth[tuple(greedy)]) - 1e-12
+
+
+def test_greedy_labels_batch_respects_lengths():
+    # frames: a a blank a b | padding b
+    best = torch.tensor([[1, 1, 0, 1, 2, 2], [2, 2, 0, 0, 0, 0]])
+    lp = torch.nn.functional.one_hot(best, 3).float().log()
+    labels, lens = greedy_labels(lp, torch.tensor([5, 2]), blank=0)
+    assert lens.tolist() == [3, 1]
+    assert labels[0].tolist() == [1, 1, 2] and labels[1, 0] == 2
+
+
+def test_lm_fusion_changes_the_winner():
+    # acoustically "a" and "b" are equally likely; an LM that prefers "b" decides
+    lp = np.log(np.array([[0.1, 0.45, 0.45]]))  # blank 0
+
+    def lm(prefixes):
+        return np.log(np.tile([1e-9, 0.2, 0.8], (len(prefixes), 1)))
+
+    plain = ctc_prefix_beam_search(lp, 4, blank=0)
+    fused = ctc_prefix_beam_search(lp, 4, blank=0, lm=lm, lm_weight=1.0)
+    assert {plain[0].labels, plain[1].labels} == {(1,), (2,)}
+    assert fused[0].labels == (2,) and fused[0].lm_score == pytest.approx(np.log(0.8))
+
+
+def test_token_beam_and_batch():
+    lp = torch.log_softmax(torch.randn(2, 6, 4), -1)
+    results = beam_search_batch(lp, torch.tensor([6, 3]), beam_size=3, blank=3, token_beam=2)
+    assert len(results) == 2 and all(1 <= len(r) <= 3 for r in results)
+
+
+def test_labels_to_text_chars_and_bpe():
+    assert labels_to_text([0, 1, 2, 1, 3], ["H", "I", " ", "!"]) == "HI I!"
+    assert labels_to_text([0, 1, 2], ["▁HE", "LLO", "▁WORLD"]) == "HELLO WORLD"
+
+
+def test_network_lm_scores_next_labels_by_string():
+    from seqtrain.datasets.base import DataSpec
+    from seqtrain.network import Network
+
+    lm_vocab = ["<s>", "</s>", "<unk>", "b", "a"]
+    spec = DataSpec(len(lm_vocab), sparse=True, vocab=lm_vocab)
+    torch.manual_seed(0)
+    net = Network(
+        {"emb": {"class": "linear", "n_out": 4}, "output": {"class": "softmax", "from": "emb", "n_out": 5}},
+        {"data": spec, "classes": spec},
+    )
+    lm = NetworkLM(net, ["a", "b", "c"])  # "c" is unknown to the LM
+    scores = lm([(), (0, 1)])
+    full = lm.token_log_probs([(), (0, 1)])
+    assert scores.shape == (2, 3)
+    np.testing.assert_allclose(scores[:, 0], full[:, 4])  # "a" is LM token 4
+    np.testing.assert_allclose(scores[:, 2], full[:, 2])  # "c" scores as <unk>
+    np.testing.assert_allclose(np.exp(full).sum(1), 1.0, rtol=1e-5)
+    assert lm.end_log_probs([()]).shape == (1,)
