@@ -1,0 +1,158 @@
+"""task=search, forward, compute_priors on a BLSTM-CTC model overfit on a generated dataset whose features
+encode the transcripts: decoding must give the transcripts back."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import seqtrain.layers.ctc  # noqa: F401  (registers until layers/__init__ imports it)
+from seqtrain.app import Experiment
+from seqtrain.datasets.base import Dataset, DatasetOptions, DataSpec
+from seqtrain.errors import ConfigError
+from seqtrain.tasks import run_task
+from seqtrain.tasks_asr import ForwardConfig, PriorsConfig, SearchConfig
+from tests.conftest import compose
+
+VOCAB = ["a", "b", " "]
+TRANSCRIPTS = ["ab ba", "a b", "bb a", "ba", "a", "b ab"]
+
+
+class TinyAsr(Dataset):
+    """Each label is 3 frames of its one-hot (plus noise), followed by one frame of the silence feature."""
+
+    def __init__(self, copies: int = 4):
+        super().__init__(DatasetOptions(), "dataset.tiny")
+        self.texts = TRANSCRIPTS * copies
+        self.rng = np.random.default_rng(0)
+        self.feats = [self.encode(t) for t in self.texts]
+
+    def encode(self, text: str) -> np.ndarray:
+        frames = []
+        for ch in text:
+            frames += [np.eye(4)[VOCAB.index(ch)]] * 3 + [np.eye(4)[3]]
+        return (np.array(frames) + 0.1 * self.rng.standard_normal((len(frames), 4))).astype(np.float32)
+
+    @property
+    def num_seqs(self) -> int:
+        return len(self.texts)
+
+    @property
+    def extern_data(self) -> dict[str, DataSpec]:
+        return {"data": DataSpec(4), "classes": DataSpec(len(VOCAB), sparse=True, dtype="int32", vocab=VOCAB)}
+
+    def get_seq(self, idx: int) -> dict[str, np.ndarray]:
+        labels = np.array([VOCAB.index(c) for c in self.texts[idx]], dtype=np.int32)
+        return {"data": self.feats[idx], "classes": labels}
+
+    def seq_tag(self, idx: int) -> str:
+        return f"tiny/{idx}"
+
+
+LAYERS = {
+    "fw": {"class": "rec", "unit": "lstm", "n_out": 16, "direction": 1},
+    "bw": {"class": "rec", "unit": "lstm", "n_out": 16, "direction": -1},
+    "output": {"class": "softmax", "from": ["fw", "bw"], "n_out": len(VOCAB) + 1, "loss": "ctc"},
+}
+
+
+def experiment(run_dir, **task_options) -> Experiment:
+    cfg = compose(
+        "engine.num_epochs=30",
+        "engine.save_interval=1000",
+        "engine.device=cpu",
+        "engine.tensorboard=false",
+        "engine.progress_bar=false",
+        "optimizer.lr=0.02",
+        "batching.max_seqs=8",
+    )
+    cfg.network.layers = LAYERS
+    cfg.task.search = task_options.get("search", SearchConfig())
+    cfg.task.forward = task_options.get("forward", ForwardConfig())
+    cfg.task.priors = task_options.get("priors", PriorsConfig())
+    exp = Experiment(cfg, run_dir)
+    exp.datasets = {"train": TinyAsr(), "dev": TinyAsr(copies=1), "eval": None}
+    return exp
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("asr")
+    torch.manual_seed(0)
+    exp = experiment(run_dir)
+    exp.engine.train()
+    return run_dir
+
+
+@pytest.mark.parametrize("decoder", ["greedy", "beam"])
+def test_search_gives_the_transcripts_back(trained, decoder):
+    exp = experiment(trained, search=SearchConfig(dataset="dev", decoder=decoder, beam_size=4))
+    run_task("search", exp)
+    out = trained / "search"
+    hyps = dict(line.split("\t") for line in (out / "dev.epoch.030.hyp.txt").read_text().splitlines())
+    assert hyps == {f"tiny/{i}": t for i, t in enumerate(TRANSCRIPTS)}
+    report = json.loads((out / "dev.epoch.030.json").read_text())
+    assert report["wer"]["rate"] == 0.0 and report["cer"]["ref_len"] == sum(map(len, TRANSCRIPTS))
+    assert report["seqs"]["tiny/0"]["ref"] == "ab ba" and report["seqs"]["tiny/0"]["labels"] == [
+        0,
+        1,
+        2,
+        1,
+        0,
+    ]
+    assert (out / "errs-wer-dev.epoch.030.txt").read_text().startswith("%WER = 0.00\n")
+
+
+def test_search_option_errors(trained):
+    with pytest.raises(ConfigError, match="task.search.dataset: no dataset 'eval' configured"):
+        run_task("search", experiment(trained, search=SearchConfig(dataset="eval")))
+    with pytest.raises(ConfigError, match="task.search.output_layer: no layer 'out'"):
+        run_task("search", experiment(trained, search=SearchConfig(output_layer="out")))
+
+
+def test_forward_writes_log_probs_to_hdf(trained):
+    path = trained / "fwd.hdf"
+    exp = experiment(trained, forward=ForwardConfig(output="log_softmax", output_file=str(path)))
+    run_task("forward", exp)
+    with h5py.File(path, "r") as f:
+        tags = [t.decode() if isinstance(t, bytes) else t for t in f["seqTags"][()]]
+        lens = f["seqLengths"][()][:, 0]
+        inputs = f["inputs"][()]
+    assert tags == [f"tiny/{i}" for i in range(len(TRANSCRIPTS))]
+    assert lens.tolist() == [4 * len(t) for t in TRANSCRIPTS]
+    np.testing.assert_allclose(np.exp(inputs).sum(1), 1.0, rtol=1e-5)
+    # the first sequence alone through the network gives the same rows
+    ds, net = exp.datasets["dev"], exp.network.eval()
+    from seqtrain.data import pad
+    from seqtrain.tensor import Dim, Tensor
+
+    seq = ds.get_seq(0)
+    raw, seq_lens = pad([seq["data"]], ds.extern_data["data"])
+    x = Tensor(raw, (Dim("batch", size=1), Dim("time", seq_lens=seq_lens), Dim("f", size=4)))
+    with torch.no_grad():
+        expected = torch.log_softmax(net({"data": x})["output"].logits, -1)[0].numpy()
+    np.testing.assert_allclose(inputs[: lens[0]], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_compute_priors_are_normalised_log_averages(trained):
+    path = trained / "prior.txt"
+    exp = experiment(trained, priors=PriorsConfig(dataset="dev", output_file=str(path)))
+    run_task("compute_priors", exp)
+    priors = np.loadtxt(path)
+    assert priors.shape == (len(VOCAB) + 1,)
+    assert np.exp(priors).sum() == pytest.approx(1.0, abs=1e-6)
+    # the mean over all real frames of the posteriors task=forward writes
+    fwd = trained / "fwd_priors.hdf"
+    run_task("forward", experiment(trained, forward=ForwardConfig(dataset="dev", output_file=str(fwd))))
+    with h5py.File(fwd, "r") as f:
+        expected = np.log(f["inputs"][()].astype(np.float64).mean(0))
+    np.testing.assert_allclose(priors, expected, rtol=1e-5)
+
+
+def test_task_configs_compose():
+    for name in ("search", "forward", "compute_priors"):
+        assert compose(f"task={name}").task.name == name
