@@ -224,7 +224,7 @@ class Engine:
                 f"epoch {epoch}: the training data gave no batch (check dataset.train and "
                 "batching.max_seq_length/min_seq_length)"
             )
-        return totals.scores("train", self.dist)
+        return self.with_perplexity(totals.scores("train", self.dist), "train")
 
     def update(self) -> float:
         """One optimizer step with optional global-norm clipping; returns the gradient norm."""
@@ -281,7 +281,17 @@ class Engine:
             with self.autocast():
                 outputs = self.network(data)
                 totals.add(self.network.losses(outputs, data))
-        return totals.scores(name, self.dist)
+        return self.with_perplexity(totals.scores(name, self.dist), name)
+
+    def with_perplexity(self, scores: dict[str, float], prefix: str) -> dict[str, float]:
+        """Adds perplexity and bits per label for `ce` layers with `loss_opts: {perplexity: true}` (LMs)."""
+        for name in self.network.loss_layers:
+            opts = self.network.layers[name].opts
+            score = scores.get(f"{prefix}_score_{name}")
+            if opts.loss == "ce" and opts.loss_opts.get("perplexity") and score is not None:
+                scores[f"{prefix}_ppl_{name}"] = math.exp(min(score, 700.0))
+                scores[f"{prefix}_bits_{name}"] = score / math.log(2)
+        return scores
 
     def batches(self, name: str, epoch: int, train: bool) -> Iterator[tuple[Batch, dict]]:
         key = (name, train)

@@ -81,7 +81,13 @@ class Network(nn.Module):
                 )
         if cls.concat_sources and len(inputs) > 1:
             inputs = [self._concat_spec(name, inputs)]
+        shared = getattr(opts, "reuse_params", None)
+        if shared is not None and shared not in self.layer_dict:
+            raise NetworkError(name, f"reuse_params: unknown layer {shared!r}")
+        shared_spec = self._build(shared, [*stack, name]) if shared is not None else None
         layer: Layer = cls(name, opts, inputs)
+        if shared_spec is not None:
+            layer.tie_weight(self.layers[shared])
         self.layers[name] = layer
         self.sources[name] = sources
         self.specs[name] = layer.out_spec

@@ -223,3 +223,19 @@ def test_nativelstm_and_standardlstm_checkpoints_convert():
     standard.load_state_dict(native.state_dict())
     data = batch([6, 2, 4])
     torch.testing.assert_close(native(data)["output"].raw, standard(data)["output"].raw, atol=1e-6, rtol=1e-5)
+
+
+def test_tied_embeddings_share_one_matrix():
+    extern = {"data": DataSpec(7, sparse=True), "classes": DataSpec(7, sparse=True)}
+    layers = {
+        "embed": {"class": "linear", "n_out": 4, "with_bias": False},
+        "output": {"class": "softmax", "from": "embed", "loss": "ce", "reuse_params": "embed"},
+    }
+    net = Network(layers, extern)
+    assert net.layers["output"].linear.weight is net.layers["embed"].embedding.weight
+    assert net.num_params() == 7 * 4 + 7  # one matrix and the softmax bias
+    with pytest.raises(
+        NetworkError, match=r"network.layers.output: \(class softmax\) reuse_params: weight shape"
+    ):
+        hidden = {"class": "linear", "n_out": 6, "from": "embed"}
+        Network({**layers, "hidden": hidden, "output": {**layers["output"], "from": "hidden"}}, extern)

@@ -18,6 +18,7 @@ class LinearOptions(LayerOptions):
     n_out: int = opt(help="output feature size")
     activation: str | None = opt(None, "relu, tanh, sigmoid, gelu, silu, softmax, log_softmax, ...")
     with_bias: bool = opt(True, "add a bias")
+    reuse_params: str | None = opt(None, "share the weight matrix with this linear layer (tied embeddings)")
 
 
 @LAYERS.register("linear", LinearOptions)
@@ -34,6 +35,25 @@ class LinearLayer(Layer):
         else:
             self.linear = nn.Linear(inputs[0].dim, opts.n_out, bias=opts.with_bias)
         self.out_spec = DataSpec(opts.n_out, time=inputs[0].time)
+
+    @property
+    def weight(self) -> nn.Parameter:
+        """[n_out, n_in] for a dense input; an embedding's [vocab, n_out] for a sparse one."""
+        return self.embedding.weight if self.sparse_input else self.linear.weight
+
+    def tie_weight(self, other: Layer) -> None:
+        """Use `other`'s weight matrix (an embedding tied to the softmax: both are [vocab, dim])."""
+        if not isinstance(other, LinearLayer):
+            raise self.error(f"reuse_params: {other.name!r} is not a linear/softmax layer")
+        if other.weight.shape != self.weight.shape:
+            raise self.error(
+                f"reuse_params: weight shape {tuple(self.weight.shape)} differs from "
+                f"{other.name}'s {tuple(other.weight.shape)}"
+            )
+        if self.sparse_input:
+            self.embedding.weight = other.weight
+        else:
+            self.linear.weight = other.weight
 
     def project(self, x: Tensor) -> torch.Tensor:
         if not self.sparse_input:

@@ -65,7 +65,7 @@ def logits_of(out: Tensor) -> torch.Tensor:
     return out.logits if out.logits is not None else torch.log(out.raw.clamp_min(1e-20))
 
 
-@register_loss("ce", {"label_smoothing"})
+@register_loss("ce", {"label_smoothing", "perplexity"})
 def cross_entropy(out: Tensor, target: Tensor, opts: dict, layer: str) -> LossValue:
     """Framewise cross entropy against sparse targets, with optional label smoothing."""
     if target.sparse_dim is None:
