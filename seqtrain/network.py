@@ -94,17 +94,12 @@ class Network(nn.Module):
         return layer.out_spec
 
     def _default_n_out(self, options: dict, schema: type) -> None:
-        """As RETURNN: a layer with a loss on a sparse target gets n_out = the number of classes."""
+        """As RETURNN: a layer with a loss on a sparse target gets n_out = the number of classes, plus one
+        for the blank of a `ctc` loss."""
         target = self.extern_data.get(options.get("target", "classes"))
         has_n_out = any(f.name == "n_out" for f in dataclasses.fields(schema))
-        if (
-            has_n_out
-            and "n_out" not in options
-            and options.get("loss")
-            and target is not None
-            and target.sparse
-        ):
-            options["n_out"] = target.dim
+        if has_n_out and "n_out" not in options and options.get("loss") and target is not None and target.sparse:
+            options["n_out"] = target.dim + (1 if options["loss"] == "ctc" else 0)
 
     def _source_spec(self, layer: str, src: str, stack: list[str]) -> DataSpec:
         if src == "data" or src.startswith("data:"):

@@ -95,7 +95,6 @@ def test_network_with_ctc_output_and_explicit_n_out():
     assert torch.isfinite(network.total_loss(losses))
 
 
-@pytest.mark.xfail(strict=True, reason="needs network._default_n_out: classes + 1 for loss ctc")
 def test_default_n_out_of_a_ctc_layer_is_classes_plus_one():
     network = net({"output": {"class": "softmax", "loss": "ctc"}})
     assert network.specs["output"].dim == CLASSES + 1
@@ -105,7 +104,6 @@ def test_blstm_ctc_config_builds_and_reduces_time_4x():
     cfg = compose(
         "network=blstm_ctc",
         "network.vars.lstm_dim=8",
-        f"+network.layers.output.n_out={CLASSES + 1}",  # until the default n_out of ctc layers is +1
     )
     network = net(cfg.network.layers)
     assert sum(name.startswith("lstm") for name in network.layers) == 12
