@@ -98,7 +98,8 @@ class Network(nn.Module):
         for the blank of a `ctc` loss."""
         target = self.extern_data.get(options.get("target", "classes"))
         has_n_out = any(f.name == "n_out" for f in dataclasses.fields(schema))
-        if has_n_out and "n_out" not in options and options.get("loss") and target is not None and target.sparse:
+        sparse_target = target is not None and target.sparse
+        if has_n_out and "n_out" not in options and options.get("loss") and sparse_target:
             options["n_out"] = target.dim + (1 if options["loss"] == "ctc" else 0)
 
     def _source_spec(self, layer: str, src: str, stack: list[str]) -> DataSpec:
