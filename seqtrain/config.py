@@ -122,8 +122,9 @@ class LRControlConfig:
     warmup_mode: str = opt("linear", "warmup curve: linear or exponential")
     warmup_start_factor: float = opt(0.0, "warmup starts at this fraction of the LR (> 0 for exponential)")
     step_decay: str = opt(
-        "none", "per-step factor after warmup: none, inverse_sqrt (sqrt(warmup_steps/step)), noam"
+        "none", "per-step factor after warmup: none, inverse_sqrt (sqrt(warmup_steps/step)), noam, cosine"
     )
+    step_decay_steps: int = opt(0, "cosine: steps after the warmup over which the factor falls from 1 to 0")
 
 
 @dataclass

@@ -140,10 +140,12 @@ class StepSchedule:
             raise ConfigError(
                 f"lr_control.warmup_mode: unknown {cfg.warmup_mode!r}; known: linear, exponential"
             )
-        if cfg.step_decay not in ("none", "inverse_sqrt", "noam"):
+        if cfg.step_decay not in ("none", "inverse_sqrt", "noam", "cosine"):
             raise ConfigError(
-                f"lr_control.step_decay: unknown {cfg.step_decay!r}; known: none, inverse_sqrt, noam"
+                f"lr_control.step_decay: unknown {cfg.step_decay!r}; known: none, inverse_sqrt, noam, cosine"
             )
+        if cfg.step_decay == "cosine" and cfg.step_decay_steps <= 0:
+            raise ConfigError("lr_control.step_decay_steps: step_decay=cosine needs the number of steps > 0")
         if cfg.warmup_mode == "exponential" and cfg.warmup_steps and cfg.warmup_start_factor <= 0:
             raise ConfigError(
                 "lr_control.warmup_start_factor: exponential warmup needs a value > 0, e.g. 0.01"
@@ -155,6 +157,7 @@ class StepSchedule:
         self.mode = "linear" if cfg.step_decay == "noam" else cfg.warmup_mode
         self.start = 0.0 if cfg.step_decay == "noam" else cfg.warmup_start_factor
         self.decay = "inverse_sqrt" if cfg.step_decay == "noam" else cfg.step_decay
+        self.decay_steps = cfg.step_decay_steps
 
     def factor(self, global_step: int) -> float:
         step = global_step + 1
@@ -171,6 +174,9 @@ class StepSchedule:
     def _decay(self, step: int) -> float:
         if self.decay == "none":
             return 1.0
+        if self.decay == "cosine":  # half a cosine from 1 to 0 over decay_steps after the warmup (SGDR)
+            progress = min(max(step - self.steps, 0) / self.decay_steps, 1.0)
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
         peak = max(self.steps, 1)  # fairseq inverse_sqrt: lr * sqrt(warmup / step) after the warmup
         return math.sqrt(peak / max(step, peak))
 

@@ -357,3 +357,17 @@ def test_returnn_reads_our_file_and_we_read_its(tmp_path):
     theirs.filename = str(tmp_path / "theirs")
     theirs.save()
     assert (tmp_path / "theirs").read_text() == (tmp_path / "ours").read_text()
+
+
+def test_cosine_step_decay_by_hand():
+    from seqtrain.config import LRControlConfig
+    from seqtrain.lr_control import StepSchedule
+
+    schedule = StepSchedule(
+        LRControlConfig(learning_rate=1.0, warmup_steps=10, step_decay="cosine", step_decay_steps=100)
+    )
+    assert schedule.factor(4) == pytest.approx(0.5)  # step 5 of a linear warmup over 10 from 0
+    assert schedule.factor(9) == pytest.approx(1.0)
+    assert schedule.factor(59) == pytest.approx(0.5)  # half way: cos(pi/2) -> 0.5
+    assert schedule.factor(84) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.75)))
+    assert schedule.factor(500) == pytest.approx(0.0)
