@@ -134,6 +134,11 @@ class Batch:
     def num_seqs(self) -> int:
         return len(self.tags)
 
+    def num_frames(self) -> int:
+        """Input frames (key `data`, else the first key): what frames/s counts."""
+        key = "data" if "data" in self.seq_lens else next(iter(self.seq_lens))
+        return int(self.seq_lens[key].sum())
+
     def tensors(self, specs: dict[str, DataSpec], device: torch.device) -> dict[str, Tensor]:
         """Tensors on `device`; keys of the same length per sequence share one time Dim."""
         batch_dim = Dim("batch", size=self.num_seqs)

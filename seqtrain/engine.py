@@ -212,7 +212,7 @@ class Engine:
                     continue
                 self.scaler.scale(total / accum if accum > 1 else total).backward()
             grad_norm = self.update() if do_update else None
-            frames = int(sum(v.num_frames for v in losses.values()) / max(len(losses), 1))
+            frames = batch.num_frames()
             step_scores = totals.add(losses)
             self.global_step += 1
             elapsed = time.perf_counter() - start

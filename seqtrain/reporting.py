@@ -40,10 +40,11 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
         log.info(
-            "%s: %d steps, %d frames, %.0f frames/s",
+            "%s: %d steps, %d frames in %.1f s of training steps, %.0f frames/s",
             self.desc,
             self.steps,
             self.frames,
+            self.seconds,
             self.frames / max(self.seconds, 1e-9),
         )
 
