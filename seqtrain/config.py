@@ -185,8 +185,49 @@ class DistributedConfig:
 
 
 @dataclass
+class SearchConfig:
+    dataset: str = opt("dev", "dataset to decode: train, dev or eval")
+    output_layer: str = opt("output", "the layer with the label posteriors (a softmax trained with ctc)")
+    decoder: str = opt("beam", "greedy (best path) or beam (CTC prefix beam search)")
+    beam_size: int = opt(8, "beam: prefixes kept per frame")
+    token_beam: int | None = opt(
+        None, "beam: extend prefixes only by this many best labels per frame (null: all)"
+    )
+    length_bonus: float = opt(
+        0.0, "beam: added per label to a hypothesis' score (counters the LM's bias to short)"
+    )
+    lm_run_dir: str | None = opt(
+        None, "beam: run dir of an LM trained with seqtrain (label-level, same labels)"
+    )
+    lm_epoch: int | None = opt(None, "checkpoint epoch of the LM (default: its last)")
+    lm_output_layer: str = opt("output", "the LM's softmax layer")
+    lm_weight: float = opt(0.0, "shallow fusion: score = log P_ctc + lm_weight * log P_lm (+ length bonus)")
+
+
+@dataclass
+class ForwardConfig:
+    dataset: str = opt("dev", "dataset to run the network on: train, dev or eval")
+    output_layer: str = opt("output", "the layer whose output is written")
+    output: str = opt("output", "output (as the layer gives it), log_softmax (of its logits) or logits")
+    output_file: str | None = opt(
+        None, "HDF file (default: <run_dir>/forward/<dataset>.<layer>.epoch.NNN.hdf)"
+    )
+
+
+@dataclass
+class PriorsConfig:
+    dataset: str = opt("train", "dataset the posteriors are averaged over")
+    output_layer: str = opt("output", "the softmax layer whose posteriors are averaged")
+    output_file: str | None = opt(None, "text file (default: <run_dir>/priors/<layer>.epoch.NNN.txt)")
+
+
+@dataclass
 class TaskConfig:
-    name: str = opt("train", "train, eval, nop, nop_init_net_train, initialize_model, ...")
+    name: str = opt(
+        "train",
+        "train, eval, search, forward, compute_priors, dump, analyze, average_checkpoints, "
+        "cleanup_old_models, initialize_model, nop_init_net_train, nop",
+    )
     load_epoch: int | None = opt(None, "checkpoint epoch to load (eval etc.; default: the last one)")
     eval_datasets: list[str] = opt(factory=lambda: ["dev", "eval"], help="datasets task=eval scores")
     dataset: str | None = opt(

@@ -28,6 +28,7 @@ from seqtrain.optim import build_optimizer, set_learning_rate
 from seqtrain.pretrain import build_pretrain, copy_params_by_name, remap_optimizer_state
 from seqtrain.reporting import Progress, TensorBoard
 from seqtrain.scores import ScoreAccumulator
+from seqtrain.search import score_ctc_greedy
 
 log = logging.getLogger(__name__)
 
@@ -274,13 +275,15 @@ class Engine:
 
     @torch.no_grad()
     def score(self, name: str) -> dict[str, float]:
-        """Loss per frame (`{name}_score_{layer}`) and frame error rate (`{name}_error_{layer}`)."""
+        """Loss per frame (`{name}_score_{layer}`), frame error rate (`{name}_error_{layer}`) and, for ctc
+        layers, greedy WER/CER (`{name}_wer_{layer}`, `{name}_cer_{layer}`)."""
         self.network.eval()
         totals = ScoreAccumulator()
         for _, data, _ in _with_last(self.batches(name, self.epoch or 1, train=False)):
             with self.autocast():
                 outputs = self.network(data)
                 totals.add(self.network.losses(outputs, data))
+            totals.add_counts(score_ctc_greedy(self.network, outputs, data))  # dev WER/CER of ctc layers
         return self.with_perplexity(totals.scores(name, self.dist), name)
 
     def with_perplexity(self, scores: dict[str, float], prefix: str) -> dict[str, float]:

@@ -27,6 +27,12 @@ class ScoreAccumulator:
                 step[key] = total / max(frames, 1.0)
         return step
 
+    def add_counts(self, counts: dict[str, tuple[float, float]]) -> None:
+        """Add `{key: (errors, reference length)}`, e.g. WER counts; reported as errors / length."""
+        for key, (errors, total) in counts.items():
+            self.sums[key] += float(errors)
+            self.frames[key] += float(total)
+
     def scores(self, prefix: str, dist=None) -> dict[str, float]:
         """Epoch values, e.g. `dev_score_output` (loss per frame), `dev_error_output` (frame error rate);
         with a DistContext, summed over all ranks first."""

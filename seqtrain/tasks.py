@@ -118,4 +118,5 @@ def dump(exp) -> None:
     log.info("dumped %d sequences of dataset.%s to %s", count, name, out)
 
 
+import seqtrain.tasks_asr  # noqa: E402, F401  (registers search, forward, compute_priors)
 import seqtrain.tasks_model  # noqa: E402, F401  (registers cleanup_old_models, average_checkpoints, analyze)

@@ -2,7 +2,7 @@
 HDF file), `compute_priors` (log average posteriors for hybrid decoding).
 
 Each loads checkpoint `task.load_epoch` (default: the last of the run) and reads its own options group,
-`task.search`, `task.forward` or `task.priors` (the dataclasses below).
+`task.search`, `task.forward` or `task.priors` (dataclasses in seqtrain/config.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from seqtrain import checkpoint
-from seqtrain.config import opt
+from seqtrain.config import SearchConfig
 from seqtrain.errors import CheckpointError, ConfigError
 from seqtrain.search import (
     NetworkLM,
@@ -25,47 +25,10 @@ from seqtrain.search import (
     greedy_decode,
     labels_to_text,
 )
-from seqtrain.tasks import task
+from seqtrain.tasks import epoch_to_load, task
 from seqtrain.wer import ErrorStats, chars, words
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SearchConfig:
-    dataset: str = opt("dev", "dataset to decode: train, dev or eval")
-    output_layer: str = opt("output", "the layer with the label posteriors (a softmax trained with ctc)")
-    decoder: str = opt("beam", "greedy (best path) or beam (CTC prefix beam search)")
-    beam_size: int = opt(8, "beam: prefixes kept per frame")
-    token_beam: int | None = opt(
-        None, "beam: extend prefixes only by this many best labels per frame (null: all)"
-    )
-    length_bonus: float = opt(
-        0.0, "beam: added per label to a hypothesis' score (counters the LM's bias to short)"
-    )
-    lm_run_dir: str | None = opt(
-        None, "beam: run dir of an LM trained with seqtrain (label-level, same labels)"
-    )
-    lm_epoch: int | None = opt(None, "checkpoint epoch of the LM (default: its last)")
-    lm_output_layer: str = opt("output", "the LM's softmax layer")
-    lm_weight: float = opt(0.0, "shallow fusion: score = log P_ctc + lm_weight * log P_lm (+ length bonus)")
-
-
-@dataclass
-class ForwardConfig:
-    dataset: str = opt("dev", "dataset to run the network on: train, dev or eval")
-    output_layer: str = opt("output", "the layer whose output is written")
-    output: str = opt("output", "output (as the layer gives it), log_softmax (of its logits) or logits")
-    output_file: str | None = opt(
-        None, "HDF file (default: <run_dir>/forward/<dataset>.<layer>.epoch.NNN.hdf)"
-    )
-
-
-@dataclass
-class PriorsConfig:
-    dataset: str = opt("train", "dataset the posteriors are averaged over")
-    output_layer: str = opt("output", "the softmax layer whose posteriors are averaged")
-    output_file: str | None = opt(None, "text file (default: <run_dir>/priors/<layer>.epoch.NNN.txt)")
 
 
 # --- shared ---
@@ -74,14 +37,7 @@ class PriorsConfig:
 def load_model(exp) -> int:
     """Load checkpoint `task.load_epoch` (default: the last) into the engine's network; returns the epoch."""
     engine = exp.engine
-    epoch = exp.cfg.task.load_epoch
-    if epoch is None:
-        epochs = checkpoint.list_epochs(engine.model_dir)
-        if not epochs:
-            raise CheckpointError(
-                f"{engine.model_dir}: no checkpoint (train first, or point hydra.run.dir at a training run)"
-            )
-        epoch = epochs[-1]
+    epoch = epoch_to_load(exp)
     engine.load_checkpoint(epoch, model_only=True)
     engine.network.eval()
     return epoch

@@ -12,10 +12,10 @@ import torch
 
 import seqtrain.layers.ctc  # noqa: F401  (registers until layers/__init__ imports it)
 from seqtrain.app import Experiment
+from seqtrain.config import ForwardConfig, PriorsConfig, SearchConfig
 from seqtrain.datasets.base import Dataset, DatasetOptions, DataSpec
 from seqtrain.errors import ConfigError
 from seqtrain.tasks import run_task
-from seqtrain.tasks_asr import ForwardConfig, PriorsConfig, SearchConfig
 from tests.conftest import compose
 
 VOCAB = ["a", "b", " "]
