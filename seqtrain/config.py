@@ -236,6 +236,17 @@ class TaskConfig:
     output_file: str | None = opt(
         None, "task=dump: the HDF file to write (default: <run dir>/dump/<dataset>.hdf)"
     )
+    average_num_best: int = opt(4, "average_checkpoints: average the N best epochs by the control score")
+    average_epochs: list[int] | None = opt(
+        None, "average_checkpoints: average these epochs instead of the N best"
+    )
+    average_output: str = opt("averaged.pt", "average_checkpoints: output file, relative to the model dir")
+    analyze_histogram_bins: int = opt(20, "analyze: bins of the output-probability histograms over [0, 1]")
+    search: SearchConfig = opt(factory=SearchConfig, help="task=search: dataset, decoder, beam, LM fusion")
+    forward: ForwardConfig = opt(
+        factory=ForwardConfig, help="task=forward: dataset, layer, output kind, file"
+    )
+    priors: PriorsConfig = opt(factory=PriorsConfig, help="task=compute_priors: dataset, layer, output file")
 
 
 @dataclass

@@ -23,6 +23,26 @@ def test_compose_groups_and_overrides():
 
 
 @pytest.mark.parametrize(
+    "overrides",
+    [
+        ["task=search", "task.search.decoder=greedy", "task.search.beam_size=4", "task.search.lm_weight=0.3"],
+        ["task=forward", "task.forward.output=log_softmax", "task.forward.dataset=train"],
+        ["task=compute_priors", "task.priors.output_file=/tmp/priors.txt"],
+        ["task=average_checkpoints", "task.average_num_best=2", "task.average_epochs=[1,2]"],
+        ["task=analyze", "task.dataset=dev", "task.analyze_histogram_bins=10"],
+        ["task=dump", "task.dataset=train", "task.output_file=x.hdf"],
+        ["task=cleanup_old_models", "cleanup_old_models.keep_best_n=1"],
+        ["distributed.backend=gloo", "distributed.find_unused_parameters=true"],
+        ["pretrain.enabled=true", "pretrain.repetitions=2"],
+    ],
+)
+def test_every_task_option_can_be_set_from_the_command_line(overrides):
+    from seqtrain.tasks import TASKS
+
+    assert compose(*overrides).task.name in TASKS
+
+
+@pytest.mark.parametrize(
     ("override", "message"),
     [
         ("optimizer.lrr=0.1", "optimizer.lrr"),
