@@ -45,3 +45,29 @@ def compose(*overrides: str):
     with initialize_config_module("seqtrain.conf", version_base="1.3"):
         cfg = hydra_compose("config", overrides=list(overrides))
     return OmegaConf.to_object(cfg)
+
+
+SEQ_ORDERINGS = [
+    "default",
+    "reverse",
+    "sorted",
+    "sorted_reverse",
+    "random",
+    "random:2",
+    "laplace:3",
+    "laplace:.20",
+    "sort_bin_shuffle:3",
+    "sort_bin_shuffle_x2:.20",
+]
+
+
+def check_epoch_order(ds, mode: str, parts: int) -> None:
+    """The sub-epochs of one full epoch visit every sequence once; `sorted` sorts by the data length."""
+    seen = []
+    for epoch in range(1, parts + 1):
+        ds.init_epoch(epoch)
+        seen += ds.seq_order.tolist()
+    assert sorted(seen) == list(range(ds.num_seqs)), mode
+    if mode == "sorted" and parts == 1:
+        lens = [ds.seq_len(i)["data"] for i in seen]
+        assert lens == sorted(lens)

@@ -6,19 +6,9 @@ from seqtrain.config import BatchingConfig
 from seqtrain.data import iterate_batches
 from seqtrain.datasets import DataSpec, build_dataset
 from seqtrain.errors import ConfigError
+from tests.conftest import SEQ_ORDERINGS
 
-MODES = [
-    "default",
-    "reverse",
-    "sorted",
-    "sorted_reverse",
-    "random",
-    "random:2",
-    "laplace:3",
-    "laplace:.20",
-    "sort_bin_shuffle:3",
-    "sort_bin_shuffle_x2:.20",
-]
+MODES = SEQ_ORDERINGS
 
 
 def copy_task(**opts):

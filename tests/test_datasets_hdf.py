@@ -1,6 +1,5 @@
 import json
 import pickle
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -12,22 +11,11 @@ from seqtrain.data import iterate_batches
 from seqtrain.datasets import DataSpec, build_dataset
 from seqtrain.datasets.hdf import HDFWriter
 from seqtrain.errors import ConfigError, DataError
+from tests.conftest import SEQ_ORDERINGS, SHARED_DATA, check_epoch_order
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HDF = SHARED_DATA / "hdf"
 FILES = ["an4_dev.hdf", "an4_train.hdf", "fsdd_dev.hdf", "fsdd_train.hdf"]
-MODES = [
-    "default",
-    "reverse",
-    "sorted",
-    "sorted_reverse",
-    "random",
-    "random:2",
-    "laplace:3",
-    "laplace:.20",
-    "sort_bin_shuffle:3",
-    "sort_bin_shuffle_x2:.20",
-]
+MODES = SEQ_ORDERINGS
 
 needs_data = pytest.mark.skipif(not HDF.is_dir(), reason=f"shared test data not found at {HDF}")
 
@@ -226,14 +214,7 @@ def test_errors_name_the_file(tmp_path):
 def test_every_seq_ordering_and_partition(parts):
     for mode in MODES:
         ds = hdf(HDF / "an4_train.hdf", HDF / "fsdd_dev.hdf", seq_ordering=mode, partition_epoch=parts)
-        seen = []
-        for epoch in range(1, parts + 1):
-            ds.init_epoch(epoch)
-            seen += ds.seq_order.tolist()
-        assert sorted(seen) == list(range(ds.num_seqs)), mode
-        if mode == "sorted" and parts == 1:
-            lens = [ds.seq_len(i)["data"] for i in seen]
-            assert lens == sorted(lens)
+        check_epoch_order(ds, mode, parts)
 
 
 def batches(ds, workers, epochs=(1, 2)):

@@ -1,5 +1,4 @@
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,21 +10,10 @@ from seqtrain.data import iterate_batches
 from seqtrain.datasets import build_dataset
 from seqtrain.datasets.features import FbankSettings, log_mel_fbank
 from seqtrain.errors import ConfigError, DataError
+from tests.conftest import SEQ_ORDERINGS, SHARED_DATA, check_epoch_order
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FSDD, AN4, TTS = SHARED_DATA / "fsdd-mini", SHARED_DATA / "an4-mini", SHARED_DATA / "tts-mini"
-MODES = [
-    "default",
-    "reverse",
-    "sorted",
-    "sorted_reverse",
-    "random",
-    "random:2",
-    "laplace:3",
-    "laplace:.20",
-    "sort_bin_shuffle:3",
-    "sort_bin_shuffle_x2:.20",
-]
+MODES = SEQ_ORDERINGS
 
 needs_data = pytest.mark.skipif(not FSDD.is_dir(), reason=f"shared test data not found at {SHARED_DATA}")
 
@@ -191,14 +179,7 @@ def test_every_seq_ordering_and_partition(tmp_path, parts):
         ds = libri(
             AN4, ["train-clean-mini", "dev-clean-mini"], tmp_path, seq_ordering=mode, partition_epoch=parts
         )
-        seen = []
-        for epoch in range(1, parts + 1):
-            ds.init_epoch(epoch)
-            seen += ds.seq_order.tolist()
-        assert sorted(seen) == list(range(ds.num_seqs)), mode
-        if mode == "sorted" and parts == 1:
-            lens = [ds.seq_len(i)["data"] for i in seen]
-            assert lens == sorted(lens)
+        check_epoch_order(ds, mode, parts)
 
 
 @needs_data

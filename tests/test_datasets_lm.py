@@ -1,5 +1,4 @@
 import gzip
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,22 +9,11 @@ from seqtrain.data import iterate_batches
 from seqtrain.datasets import build_dataset
 from seqtrain.datasets.vocab import Vocabulary
 from seqtrain.errors import ConfigError, DataError
+from tests.conftest import SEQ_ORDERINGS, SHARED_DATA, check_epoch_order
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PTB = SHARED_DATA / "lm" / "ptb"
 SHAKESPEARE = SHARED_DATA / "lm" / "tinyshakespeare" / "input.txt"
-MODES = [
-    "default",
-    "reverse",
-    "sorted",
-    "sorted_reverse",
-    "random",
-    "random:2",
-    "laplace:3",
-    "laplace:.20",
-    "sort_bin_shuffle:3",
-    "sort_bin_shuffle_x2:.20",
-]
+MODES = SEQ_ORDERINGS
 
 needs_data = pytest.mark.skipif(not PTB.is_dir(), reason=f"shared test data not found at {PTB}")
 
@@ -154,11 +142,7 @@ def test_errors(tmp_path):
 def test_every_seq_ordering_and_partition(small_ptb, parts):
     for mode in MODES:
         ds = lm(small_ptb, seq_ordering=mode, partition_epoch=parts)
-        seen = []
-        for epoch in range(1, parts + 1):
-            ds.init_epoch(epoch)
-            seen += ds.seq_order.tolist()
-        assert sorted(seen) == list(range(ds.num_seqs)), mode
+        check_epoch_order(ds, mode, parts)
 
 
 def batches(ds, workers):

@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -8,21 +6,10 @@ from seqtrain.config import BatchingConfig
 from seqtrain.data import iterate_batches
 from seqtrain.datasets import build_dataset
 from seqtrain.errors import ConfigError, DataError
+from tests.conftest import SEQ_ORDERINGS, SHARED_DATA, check_epoch_order
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HDF = SHARED_DATA / "hdf"
-MODES = [
-    "default",
-    "reverse",
-    "sorted",
-    "sorted_reverse",
-    "random",
-    "random:2",
-    "laplace:3",
-    "laplace:.20",
-    "sort_bin_shuffle:3",
-    "sort_bin_shuffle_x2:.20",
-]
+MODES = SEQ_ORDERINGS
 
 needs_data = pytest.mark.skipif(not HDF.is_dir(), reason=f"shared test data not found at {SHARED_DATA}")
 
@@ -132,14 +119,7 @@ def test_every_seq_ordering_and_partition(parts):
     for mode in MODES:
         # Sub-datasets keep their own seeds: fixed here, so the sub-epochs see one corpus.
         ds = copy_and_reverse({"fixed_random_seed": 5}, seq_ordering=mode, partition_epoch=parts)
-        seen = []
-        for epoch in range(1, parts + 1):
-            ds.init_epoch(epoch)
-            seen += ds.seq_order.tolist()
-        assert sorted(seen) == list(range(ds.num_seqs)), mode
-        if mode == "sorted" and parts == 1:
-            lens = [ds.seq_len(i)["data"] for i in seen]
-            assert lens == sorted(lens)
+        check_epoch_order(ds, mode, parts)
 
 
 @needs_data

@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import h5py
 import numpy as np
 import pytest
@@ -17,8 +15,8 @@ from seqtrain.datasets.features import (
     num_frames,
 )
 from seqtrain.errors import DataError
+from tests.conftest import SHARED_DATA
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 S = FbankSettings()
 
 
