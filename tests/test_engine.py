@@ -115,3 +115,16 @@ def test_bfloat16_autocast_trains(tmp_path):
     exp = train(tmp_path, "engine.num_epochs=1", "engine.torch_amp=bfloat16")
     scores = exp.engine.lr_control.epoch_data[1].error
     assert 0 < scores["train_score_output"] < 1.0 and scores["dev_error_output"] <= 1
+
+
+def test_gradient_noise_has_the_configured_std(tmp_path):
+    exp = Experiment(
+        compose(*SMALL, "optimizer=sgd", "optimizer.lr=1.0", "engine.gradient_noise=0.1"), tmp_path
+    )
+    params = list(exp.engine.network.parameters())
+    before = [p.detach().clone() for p in params]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    exp.engine.update()
+    step = torch.cat([(b - p.detach()).flatten() for b, p in zip(before, params)])
+    assert step.numel() > 5000 and abs(float(step.std()) - 0.1) < 0.005 and abs(float(step.mean())) < 0.005
