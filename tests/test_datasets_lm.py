@@ -159,3 +159,13 @@ def test_same_batches_with_workers(small_ptb):
     ref, got = batches(ds, 0), batches(ds, 2)
     assert [t for t, _ in ref] == [t for t, _ in got] and len(ref) > 2
     assert all(torch.equal(a[k], b[k]) for (_, a), (_, b) in zip(ref, got) for k in a)
+
+
+def test_line_fraction_splits_the_lines(small_ptb):
+    full = lm(small_ptb)
+    head, tail = lm(small_ptb, line_fraction=[0.0, 0.9]), lm(small_ptb, line_fraction=[0.9, 1.0])
+    assert head.num_seqs + tail.num_seqs == full.num_seqs and head.num_seqs == round(0.9 * full.num_seqs)
+    first_tail = tail.get_seq(0)["classes"]
+    assert (first_tail == full.get_seq(head.num_seqs)["classes"]).all()
+    with pytest.raises(ConfigError, match=r"dataset.train.line_fraction: expected \[from, to\]"):
+        lm(small_ptb, line_fraction=[0.5, 0.2])

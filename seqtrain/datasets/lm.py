@@ -44,6 +44,15 @@ class LmOptions(DatasetOptions):
     seq_end_symbol: str | None = opt("</s>", "appended to each target sequence (RETURNN's seq_end_symbol)")
     skip_empty_lines: bool = opt(True, "empty lines are no sequences (as RETURNN)")
     tag_prefix: str = opt("line-", "sequence tag = prefix + index of the kept line")
+    line_fraction: list[float] | None = opt(
+        None, "[from, to]: only this fraction of the kept lines, e.g. [0, 0.9] train and [0.9, 1] dev"
+    )
+
+
+def fraction_slice(fraction: list[float], n: int, where: str) -> slice:
+    if len(fraction) != 2 or not 0.0 <= fraction[0] < fraction[1] <= 1.0:
+        raise ConfigError(f"{where}: expected [from, to] with 0 <= from < to <= 1, got {list(fraction)}")
+    return slice(round(fraction[0] * n), round(fraction[1] * n))
 
 
 def open_text(path: str):
@@ -112,10 +121,10 @@ class LmDataset(Dataset):
         return vocab
 
     def _encode_corpus(self, opts: LmOptions) -> tuple[np.ndarray, np.ndarray]:
-        seqs = [
-            self.vocab.encode(split_units(text, opts.units), where)
-            for where, text in iter_lines(list(opts.corpus_file), opts.skip_empty_lines)
-        ]
+        lines = list(iter_lines(list(opts.corpus_file), opts.skip_empty_lines))
+        if opts.line_fraction is not None:
+            lines = lines[fraction_slice(opts.line_fraction, len(lines), f"{self.name}.line_fraction")]
+        seqs = [self.vocab.encode(split_units(text, opts.units), where) for where, text in lines]
         if not seqs:
             raise DataError(f"{self.name}: no sequences in {', '.join(opts.corpus_file)}")
         lens = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
