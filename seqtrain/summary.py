@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from seqtrain.errors import DataError
-from seqtrain.lr_control import parse_learning_rates
+from seqtrain.lr_file import parse_learning_rates
 
 
 def job_row(job_dir: Path, key: str | None) -> dict[str, str | float] | None:

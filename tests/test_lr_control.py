@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 
 from seqtrain.config import LRControlConfig, register_configs
 from seqtrain.errors import ConfigError, DataError
-from seqtrain.lr_control import EpochData, build_lr_control, format_learning_rates, parse_learning_rates
+from seqtrain.lr_control import build_lr_control
+from seqtrain.lr_file import EpochData, format_learning_rates, parse_learning_rates
 
 
 def make(type_: str = "newbob", **kwargs):

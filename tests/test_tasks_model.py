@@ -14,7 +14,8 @@ import seqtrain.tasks_model  # noqa: F401  (registers the tasks until seqtrain.t
 from seqtrain import checkpoint
 from seqtrain.app import Experiment
 from seqtrain.errors import CheckpointError
-from seqtrain.lr_control import EpochData, LearningRateControl
+from seqtrain.lr_control import LearningRateControl
+from seqtrain.lr_file import EpochData
 from seqtrain.tasks import run_task
 from tests.conftest import compose
 
