@@ -5,23 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from seqtrain import ops
-
-IMPLS = ["native", "reference"]
-
-
-@pytest.fixture(autouse=True)
-def poison(monkeypatch):
-    """Outputs start as NaN, so an element the kernel forgets to write fails the comparison."""
-    monkeypatch.setenv("SEQTRAIN_OPS_POISON", "1")
-
-
-def need(impl, device="cpu"):
-    if impl == "native" and not ops.native_available():
-        pytest.skip(
-            "native kernels did not build (see the seqtrain.ops.build log); reference tests still run"
-        )
-    if device == "cuda" and not torch.cuda.is_available():
-        pytest.skip("no CUDA device: torch.cuda.is_available() is False")
+from tests.ops_helpers import IMPLS, need, poison  # noqa: F401  (poison: autouse fixture)
 
 
 def make_case(seed, T=12, B=5, C=6, S=4, blank=0, dtype=torch.float32):

@@ -6,23 +6,7 @@ import pytest
 import torch
 
 from seqtrain import ops
-
-IMPLS = ["native", "reference"]
-
-
-@pytest.fixture(autouse=True)
-def poison(monkeypatch):
-    """Outputs start as NaN, so an element the kernel forgets to write fails the comparison."""
-    monkeypatch.setenv("SEQTRAIN_OPS_POISON", "1")
-
-
-def need(impl, device="cpu"):
-    if impl == "native" and not ops.native_available():
-        pytest.skip(
-            "native kernels did not build (see the seqtrain.ops.build log); reference tests still run"
-        )
-    if device == "cuda" and not torch.cuda.is_available():
-        pytest.skip("no CUDA device: torch.cuda.is_available() is False")
+from tests.ops_helpers import IMPLS, need, poison  # noqa: F401  (poison: autouse fixture)
 
 
 def make_case(seed, T=9, B=4, n_in=5, H=6, dtype=torch.float32, device="cpu"):
