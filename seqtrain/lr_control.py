@@ -206,6 +206,14 @@ class LearningRateControl:
     def _last_epochs(self, epoch: int, num: int) -> list[int]:
         return sorted(e for e in self.epoch_data if e < epoch)[-num:]
 
+    def _last_two(self, epoch: int) -> tuple[float, int | None, int | None]:
+        """The LR to keep (the last epoch's, else the initial one) and the last two epochs before `epoch`
+        (older, newer; None where there is none)."""
+        last = self._last_epoch(epoch)
+        if last is None:
+            return self.default_learning_rate, None, None
+        return self.epoch_data[last].learning_rate, self._last_epoch(last), last
+
     def _last_epoch(self, epoch: int) -> int | None:
         last = self._last_epochs(epoch, 1)
         return last[0] if last else None
@@ -254,12 +262,8 @@ class NewbobRelative(LearningRateControl):
     needs_scores = True
 
     def _calc(self, epoch: int) -> float:
-        last = self._last_epoch(epoch)
-        if last is None:
-            return self.default_learning_rate
-        lr = self.epoch_data[last].learning_rate
-        last2 = self._last_epoch(last)
-        rel = None if last2 is None else self._relative_error(last2, last)
+        lr, old, new = self._last_two(epoch)
+        rel = None if old is None else self._relative_error(old, new)
         if rel is None:
             return lr
         return self._decay_or_grow(lr, decay=rel > self.cfg.newbob_relative_error_threshold)
@@ -272,14 +276,10 @@ class NewbobAbs(LearningRateControl):
     needs_scores = True
 
     def _calc(self, epoch: int) -> float:
-        last = self._last_epoch(epoch)
-        if last is None:
-            return self.default_learning_rate
-        lr = self.epoch_data[last].learning_rate
-        last2 = self._last_epoch(last)
-        if last2 is None:
+        lr, old_epoch, new_epoch = self._last_two(epoch)
+        if old_epoch is None:
             return lr
-        (old_key, old), (new_key, new) = self._epoch_score(last2), self._epoch_score(last)
+        (old_key, old), (new_key, new) = self._epoch_score(old_epoch), self._epoch_score(new_epoch)
         if old is None or new is None or old_key != new_key:
             return lr
         return self._decay_or_grow(lr, decay=new - old > self.cfg.newbob_error_threshold)
