@@ -71,3 +71,23 @@ def check_epoch_order(ds, mode: str, parts: int) -> None:
     if mode == "sorted" and parts == 1:
         lens = [ds.seq_len(i)["data"] for i in seen]
         assert lens == sorted(lens)
+
+
+def assert_same_batches_with_workers(ds, batch_size: int = 1000, max_seqs: int = 16, epochs=(1, 2)) -> None:
+    """0 and 2 DataLoader workers give the same batches (tags and data), epoch after epoch."""
+    import torch
+
+    from seqtrain.config import BatchingConfig
+    from seqtrain.data import iterate_batches
+
+    def run(workers):
+        cfg = BatchingConfig(batch_size=batch_size, max_seqs=max_seqs, num_workers=workers)
+        return [
+            (b.tags, {k: v.clone() for k, v in b.data.items()})
+            for e in epochs
+            for b in iterate_batches(ds, cfg, e, train=True)
+        ]
+
+    ref, got = run(0), run(2)
+    assert [t for t, _ in ref] == [t for t, _ in got] and len(ref) > 2
+    assert all(torch.equal(a[k], b[k]) for (_, a), (_, b) in zip(ref, got) for k in a)

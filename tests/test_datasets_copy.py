@@ -1,12 +1,9 @@
 import numpy as np
 import pytest
-import torch
 
-from seqtrain.config import BatchingConfig
-from seqtrain.data import iterate_batches
 from seqtrain.datasets import DataSpec, build_dataset
 from seqtrain.errors import ConfigError
-from tests.conftest import SEQ_ORDERINGS
+from tests.conftest import SEQ_ORDERINGS, assert_same_batches_with_workers
 
 MODES = SEQ_ORDERINGS
 
@@ -66,15 +63,4 @@ def test_every_seq_ordering_and_partition(parts):
 
 def test_same_batches_with_workers():
     ds = copy_task(seq_ordering="laplace:.10", partition_epoch=2, reverse=True)
-
-    def run(workers):
-        cfg = BatchingConfig(batch_size=200, max_seqs=8, num_workers=workers)
-        return [
-            (b.tags, {k: v.clone() for k, v in b.data.items()})
-            for e in (1, 2, 3)
-            for b in iterate_batches(ds, cfg, e, train=True)
-        ]
-
-    ref, got = run(0), run(2)
-    assert [t for t, _ in ref] == [t for t, _ in got] and len(ref) > 2
-    assert all(torch.equal(a[k], b[k]) for (_, a), (_, b) in zip(ref, got) for k in a)
+    assert_same_batches_with_workers(ds, 200, 8, (1, 2, 3))

@@ -1,12 +1,9 @@
 import numpy as np
 import pytest
-import torch
 
-from seqtrain.config import BatchingConfig
-from seqtrain.data import iterate_batches
 from seqtrain.datasets import build_dataset
 from seqtrain.errors import ConfigError, DataError
-from tests.conftest import SEQ_ORDERINGS, SHARED_DATA, check_epoch_order
+from tests.conftest import SEQ_ORDERINGS, SHARED_DATA, assert_same_batches_with_workers, check_epoch_order
 
 HDF = SHARED_DATA / "hdf"
 MODES = SEQ_ORDERINGS
@@ -130,18 +127,7 @@ def test_same_batches_with_workers(tmp_path):
         seq_ordering="random",
         partition_epoch=2,
     )
-
-    def run(workers):
-        cfg = BatchingConfig(batch_size=1000, max_seqs=16, num_workers=workers)
-        return [
-            (b.tags, {k: v.clone() for k, v in b.data.items()})
-            for e in (1, 2)
-            for b in iterate_batches(ds, cfg, e, train=True)
-        ]
-
-    ref, got = run(0), run(2)
-    assert [t for t, _ in ref] == [t for t, _ in got] and len(ref) > 2
-    assert all(torch.equal(a[k], b[k]) for (_, a), (_, b) in zip(ref, got) for k in a)
+    assert_same_batches_with_workers(ds, 1000, 16, (1, 2))
 
 
 @needs_data
