@@ -185,3 +185,88 @@ def test_same_batches_with_workers(tmp_path):
         FSDD, ["dev-clean-mini"], tmp_path, seq_ordering="laplace:.25", partition_epoch=2, norm="utterance"
     )
     assert_same_batches_with_workers(ds, 1000, 16, (1, 2))
+
+
+def test_speed_perturbation_per_sequence_and_epoch(tmp_path):
+    make_corpus(tmp_path / "c", utts=tuple(f"1-2-{i:04d}" for i in range(12)))
+    ds = libri(tmp_path / "c", ["train"], tmp_path, speed_perturbation=[0.9, 1.0, 1.1], add_raw=True)
+    plain = libri(tmp_path / "c", ["train"], tmp_path)
+    for epoch in (1, 2):
+        ds.init_epoch(epoch)
+        speeds = [ds.speed(i) for i in range(ds.num_seqs)]
+        assert set(speeds) == {0.9, 1.0, 1.1}
+        for i, speed in enumerate(speeds):
+            n = 4000 + 800 * i  # make_corpus's lengths
+            seq, lens = ds.get_seq(i), ds.seq_len(i)
+            assert len(seq["raw"]) == lens["raw"] == int(np.ceil(n / speed - 1e-9))
+            assert len(seq["data"]) == lens["data"] == 1 + (lens["raw"] - 400) // 160
+            if speed == 1.0:
+                assert np.array_equal(seq["data"], plain.get_seq(i)["data"])
+        assert ds.speed(0) == 1.0 or not np.array_equal(ds.get_seq(0)["data"], plain.get_seq(0)["data"])
+    ds.init_epoch(1)
+    first = [ds.speed(i) for i in range(ds.num_seqs)]
+    assert first != speeds  # another draw in epoch 2
+    clone = pickle.loads(pickle.dumps(ds))  # a worker's copy draws the same
+    clone.init_epoch(2), ds.init_epoch(2)
+    assert [clone.speed(i) for i in range(12)] == speeds
+    assert np.array_equal(clone.get_seq(5)["data"], ds.get_seq(5)["data"])
+    offset = libri(tmp_path / "c", ["train"], tmp_path, speed_perturbation=[0.9, 1.1], random_seed_offset=1)
+    offset.init_epoch(1)
+    assert [offset.speed(i) for i in range(12)] != first
+    with pytest.raises(ConfigError, match=r"dataset.train.speed_perturbation: give speed factors"):
+        libri(tmp_path / "c", ["train"], tmp_path, speed_perturbation=[0.0, 1.0])
+
+
+@needs_data
+def test_speed_perturbation_same_batches_with_workers(tmp_path):
+    ds = libri(
+        FSDD, ["dev-clean-mini"], tmp_path, seq_ordering="laplace:.25", speed_perturbation=[0.9, 1.0, 1.1]
+    )
+    assert_same_batches_with_workers(ds, 1000, 16, (1, 2))
+
+
+@needs_data
+@pytest.mark.parametrize("preset", ["fsdd", "tts"])
+def test_presets_perturb_training_data_only(preset, tmp_path, monkeypatch):
+    from tests.conftest import compose
+
+    monkeypatch.setenv("SEQTRAIN_DATA", str(SHARED_DATA))
+    cfg = compose(f"+experiment={preset}", f"+dataset.dev.cache_dir={tmp_path}")
+    assert 1.1 in cfg.dataset.train["speed_perturbation"]
+    dev = build_dataset(cfg.dataset.dev, "dataset.dev")
+    assert dev.opts.speed_perturbation is None
+    dev.init_epoch(1)
+    one = dev.get_seq(3)["data"]
+    dev.init_epoch(2)
+    assert np.array_equal(one, dev.get_seq(3)["data"]) and dev.speed(3) == 1.0
+
+
+def test_speaker_norm_and_mel_range(tmp_path):
+    make_corpus(tmp_path / "c")
+    other = tmp_path / "c" / "train" / "3" / "4"
+    other.mkdir(parents=True)
+    noise = np.random.default_rng(0).normal(scale=0.05, size=6000)
+    for i in range(3):  # a louder speaker with another pitch, and some noise (no near-constant bands)
+        wave = np.sin(np.arange(5000 + 300 * i) * 0.11) * 0.5 + noise[: 5000 + 300 * i]
+        sf.write(other / f"3-4-000{i}.flac", wave, 16000)
+    (other / "3-4.trans.txt").write_text("".join(f"3-4-000{i} HI\n" for i in range(3)))
+    ds = libri(tmp_path / "c", ["train"], tmp_path, norm="speaker", fmax=4000.0, fmin=20.0)
+    assert sorted(ds.speaker_stats) == ["1", "3"]
+    settings = FbankSettings(fmin=20.0, fmax=4000.0)
+    for speaker, idxs in (("1", [0, 1]), ("3", [2, 3, 4])):
+        raw = [log_mel_fbank(sf.read(ds.utts[i].path, dtype="float32")[0], settings) for i in idxs]
+        raw = [r.astype(np.float64) for r in raw]
+        assert ds.speaker_stats[speaker].num_frames == sum(len(r) for r in raw)
+        mean, std = np.concatenate(raw).mean(0), np.concatenate(raw).std(0)
+        for i, feats in zip(idxs, raw):
+            expected = (feats - mean) / np.sqrt(std**2 + 1e-5)
+            # float32 statistics: bands of a pure tone are near constant, 1/std magnifies the rounding
+            np.testing.assert_allclose(ds.get_seq(i)["data"], expected, atol=2e-3)
+        normed = np.concatenate([ds.get_seq(i)["data"] for i in idxs])
+        np.testing.assert_allclose(normed.mean(0), 0.0, atol=1e-4)
+    # the statistics are cached: a second dataset reads them instead of computing them
+    cached = libri(tmp_path / "c", ["train"], tmp_path, norm="speaker", fmax=4000.0, fmin=20.0)
+    assert np.array_equal(cached.speaker_stats["3"].std, ds.speaker_stats["3"].std)
+    # fmax: no mel band above 4 kHz, so a 6 kHz tone hardly shows
+    tone = np.sin(2 * np.pi * 6000 * np.arange(4000) / 16000)
+    assert log_mel_fbank(tone, settings).max() < log_mel_fbank(tone, FbankSettings()).max() - 5

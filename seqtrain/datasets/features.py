@@ -193,3 +193,35 @@ class NormStats:
                 f"normalization statistics {path}: dim {stats.mean.shape} but the features have {dim}"
             )
         return stats
+
+
+def save_stats_by_key(path: str | Path, stats: dict[str, NormStats]) -> None:
+    """Several NormStats in one .npz (per-speaker normalization): keys, and stacked means/stds/frames."""
+    import io
+
+    from seqtrain.datasets.vocab import write_atomic
+
+    keys = sorted(stats)
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        keys=np.asarray(keys, dtype=str),
+        mean=np.stack([stats[k].mean for k in keys]),
+        std=np.stack([stats[k].std for k in keys]),
+        num_frames=np.asarray([stats[k].num_frames for k in keys], dtype=np.int64),
+    )
+    write_atomic(path, buf.getvalue())
+
+
+def load_stats_by_key(path: str | Path, dim: int) -> dict[str, NormStats]:
+    try:
+        with np.load(path) as f:
+            keys, mean, std, frames = f["keys"], f["mean"], f["std"], f["num_frames"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"normalization statistics {path}: cannot read: {exc}") from None
+    if mean.shape != (len(keys), dim):
+        raise DataError(f"normalization statistics {path}: shape {mean.shape}, expected ({len(keys)}, {dim})")
+    return {
+        str(k): NormStats(m.astype(np.float32), s.astype(np.float32), int(n))
+        for k, m, s, n in zip(keys, mean, std, frames)
+    }

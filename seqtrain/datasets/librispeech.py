@@ -25,10 +25,13 @@ from seqtrain.datasets.base import Dataset, DatasetOptions, DataSpec
 from seqtrain.datasets.features import (
     FbankSettings,
     NormStats,
+    load_stats_by_key,
     log_mel_fbank,
     normalize_utterance,
     num_frames,
+    save_stats_by_key,
 )
+from seqtrain.datasets.perturb import perturbed_num_samples, speed_factors, speed_perturb
 from seqtrain.datasets.vocab import Vocabulary, write_atomic
 from seqtrain.errors import ConfigError, DataError
 
@@ -46,7 +49,15 @@ class LibriSpeechOptions(DatasetOptions):
     window_ms: float = opt(25.0, "fbank: window length")
     step_ms: float = opt(10.0, "fbank: frame shift")
     n_fft: int | None = opt(None, "fbank: FFT size (default: next power of two >= the window)")
-    norm: str = opt("none", "fbank normalization: none, utterance (per utterance mean/var) or global")
+    fmin: float = opt(0.0, "fbank: lowest frequency of the mel filters (Hz)")
+    fmax: float | None = opt(
+        None, "fbank: highest frequency of the mel filters (Hz; default: sample_rate / 2)"
+    )
+    norm: str = opt(
+        "none",
+        "fbank normalization: none, utterance (per utterance mean/var), speaker (per speaker, over this "
+        "dataset's utterances of the speaker; Kaldi's per-speaker CMVN) or global (over train_subsets)",
+    )
     norm_stats_file: str | None = opt(
         None, "global: mean/std file (.npz); computed from train_subsets if missing (default: in cache_dir)"
     )
@@ -66,6 +77,11 @@ class LibriSpeechOptions(DatasetOptions):
     cache_dir: str | None = opt(
         None, "where derived files go (default: $XDG_CACHE_HOME or ~/.cache, /seqtrain/librispeech/<hash>)"
     )
+    speed_perturbation: list[float] | None = opt(
+        None,
+        "augmentation for the training dataset: each epoch, each sequence plays at one of these speeds, "
+        "drawn at random by the epoch's seed (e.g. [0.9, 1.0, 1.1]; resampled, so ~N/speed samples)",
+    )
 
 
 @dataclass
@@ -78,6 +94,11 @@ class Utterance:
 def _id_key(name: str) -> tuple:
     # Numeric order of speaker, chapter and utterance numbers (so 19 comes before 103, as in LibriSpeech).
     return tuple(int(p) if p.isdigit() else p for p in name.split("-"))
+
+
+def speaker_of(utt: Utterance) -> str:
+    """The speaker id: the first part of the utterance id (`<speaker>-<chapter>-<utt>`)."""
+    return utt.tag.rpartition("/")[2].split("-")[0]
 
 
 def read_transcripts(trans: Path) -> dict[str, str]:
@@ -153,7 +174,13 @@ class LibriSpeechDataset(Dataset):
             raise DataError(f"{name}.root: corpus folder {self.root} not found")
         self.utts = [u for subset in opts.subsets for u in index_subset(self.root, subset)]
         self.fbank = FbankSettings(
-            opts.sample_rate, opts.num_mel_bins, opts.window_ms, opts.step_ms, opts.n_fft
+            opts.sample_rate,
+            opts.num_mel_bins,
+            opts.window_ms,
+            opts.step_ms,
+            opts.n_fft,
+            opts.fmin,
+            opts.fmax,
         )
         self.train_subsets = list(opts.train_subsets or opts.subsets)
         self.cache_dir = Path(opts.cache_dir) if opts.cache_dir else self._default_cache_dir()
@@ -161,12 +188,14 @@ class LibriSpeechDataset(Dataset):
         self.vocab = self._load_vocab(opts)
         self.classes = [self._encode(u) for u in self.utts]
         self.norm_stats = self._load_norm_stats(opts) if opts.norm == "global" else None
+        self.speaker_stats = self._load_speaker_stats() if opts.norm == "speaker" else None
         self._num_samples: np.ndarray | None = None
+        self._speeds: np.ndarray | None = None  # this epoch's speed factor per sequence
 
     def _check_options(self, opts: LibriSpeechOptions) -> None:
         choices = {
             "features": ("fbank", "raw"),
-            "norm": ("none", "utterance", "global"),
+            "norm": ("none", "utterance", "speaker", "global"),
             "targets": ("chars", "bpe"),
         }
         for key, allowed in choices.items():
@@ -178,6 +207,12 @@ class LibriSpeechDataset(Dataset):
             raise ConfigError(f"{self.name}.subsets: give at least one subset")
         if opts.norm != "none" and opts.features != "fbank":
             raise ConfigError(f"{self.name}.norm: normalization applies to fbank features only")
+        speeds = opts.speed_perturbation
+        if speeds is not None and (not speeds or not all(0.5 <= f <= 2.0 for f in speeds)):
+            raise ConfigError(
+                f"{self.name}.speed_perturbation: give speed factors between 0.5 and 2 "
+                f"(e.g. [0.9, 1.0, 1.1]) or null, got {list(speeds)}"
+            )
 
     def _default_cache_dir(self) -> Path:
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -247,13 +282,44 @@ class LibriSpeechDataset(Dataset):
         stats.save(path)
         return stats
 
-    def features(self, wave: np.ndarray) -> np.ndarray:
+    def _load_speaker_stats(self) -> dict[str, NormStats]:
+        # From this dataset's own subsets (dev speakers are not in training), cached per subsets and features.
+        key = hashlib.sha1(f"{','.join(self.opts.subsets)}|{self.fbank.key()}".encode()).hexdigest()[:8]
+        path = self.cache_dir / f"speaker_stats.{key}.npz"
+        if path.is_file():
+            return load_stats_by_key(path, self.opts.num_mel_bins)
+        by_speaker: dict[str, list[Utterance]] = {}
+        for u in self.utts:
+            by_speaker.setdefault(speaker_of(u), []).append(u)
+        log.info("%s: computing normalization statistics of %d speakers", self.name, len(by_speaker))
+        stats = {
+            spk: NormStats.compute(
+                log_mel_fbank(read_audio(u.path, self.opts.sample_rate), self.fbank) for u in us
+            )
+            for spk, us in by_speaker.items()
+        }
+        save_stats_by_key(path, stats)
+        return stats
+
+    def features(self, wave: np.ndarray, idx: int) -> np.ndarray:
         feats = log_mel_fbank(wave, self.fbank)
         if self.norm_stats is not None:
             return self.norm_stats.apply(feats)
+        if self.speaker_stats is not None:
+            return self.speaker_stats[speaker_of(self.utts[idx])].apply(feats)
         if self.opts.norm == "utterance":
             return normalize_utterance(feats)
         return feats
+
+    # --- augmentation ---
+    def prepare_epoch(self, epoch: int) -> None:
+        speeds = self.opts.speed_perturbation
+        if speeds:
+            self._speeds = speed_factors(list(speeds), self.num_seqs, self.random_seed_for_epoch(epoch))
+
+    def speed(self, idx: int) -> float:
+        """The speed factor of sequence `idx` in the current epoch (1 without speed_perturbation)."""
+        return 1.0 if self._speeds is None else float(self._speeds[idx])
 
     # --- the Dataset contract ---
     def __getstate__(self):
@@ -288,7 +354,7 @@ class LibriSpeechDataset(Dataset):
         return int(self._num_samples[idx])
 
     def seq_len(self, idx: int) -> dict[str, int]:
-        n = self.num_samples(idx)
+        n = perturbed_num_samples(self.num_samples(idx), self.speed(idx))
         out = {
             "data": num_frames(n, self.fbank) if self.opts.features == "fbank" else n,
             "classes": len(self.classes[idx]),
@@ -298,9 +364,9 @@ class LibriSpeechDataset(Dataset):
         return out
 
     def get_seq(self, idx: int) -> dict[str, np.ndarray]:
-        wave = read_audio(self.utts[idx].path, self.opts.sample_rate)
+        wave = speed_perturb(read_audio(self.utts[idx].path, self.opts.sample_rate), self.speed(idx))
         out = {
-            "data": self.features(wave) if self.opts.features == "fbank" else wave[:, None],
+            "data": self.features(wave, idx) if self.opts.features == "fbank" else wave[:, None],
             "classes": self.classes[idx],
         }
         if self.opts.add_raw:
