@@ -28,20 +28,6 @@ void bwd_cells(const LstmBwdStep<T>& s, bool cuda) {
   lstm_bwd_cells_cpu(s);
 }
 
-// Frame t processed at loop step `step`, and where the state before (prev) and after (cur) it lives in the
-// [T+1] state buffers: forward, state k follows frame k-1 (0 = initial); backward, state k follows frame k
-// (T = initial). Backward runs each sequence from its own last real frame because padded frames (t >= len)
-// come first and only pass the initial state through.
-struct Frame {
-  int64_t t, prev, cur;
-};
-
-Frame frame_at(int64_t step, int64_t T, int64_t direction) {
-  if (direction > 0) return {step, step, step + 1};
-  const int64_t t = T - 1 - step;
-  return {t, t + 1, t};
-}
-
 void poison_if(at::Tensor& t, bool poison) {
   if (poison) t.fill_(std::numeric_limits<double>::quiet_NaN());
 }
@@ -79,8 +65,13 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_in, const at::Tensor& w
   const int64_t init = direction > 0 ? 0 : T;
   hs.select(0, init).copy_(h0);
   cs.select(0, init).copy_(c0);
-  const at::Tensor w_hh_t = w_hh.t();
   const bool cuda = x.is_cuda();
+  const at::Tensor w_hh_c = w_hh.contiguous();
+  if (!cuda && x.scalar_type() == at::kFloat &&
+      lstm_fwd_loop_cpu({gates.data_ptr<float>(), hs.data_ptr<float>(), cs.data_ptr<float>(), y.data_ptr<float>(),
+                         w_hh_c.data_ptr<float>(), lens.data_ptr<int64_t>(), T, B, H, direction}))
+    return {y, hs, cs, gates};
+  const at::Tensor w_hh_t = w_hh.t();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "seqtrain_lstm_forward", [&] {
     scalar_t *g0 = gates.data_ptr<scalar_t>(), *h = hs.data_ptr<scalar_t>(), *c = cs.data_ptr<scalar_t>();
     for (int64_t step = 0; step < T; ++step) {
@@ -106,7 +97,12 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& x_in, const at::Tensor& 
   poison_if(d_gates, poison);
   at::Tensor dh = dh_n.contiguous().clone(), dc = dc_n.contiguous().clone();
   const bool cuda = x.is_cuda();
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "seqtrain_lstm_backward", [&] {
+  const at::Tensor w_hh_c = w_hh.contiguous(), acts_c = acts.contiguous(), cs_c = cs.contiguous();
+  const bool fused = !cuda && x.scalar_type() == at::kFloat &&
+                     lstm_bwd_loop_cpu({acts_c.data_ptr<float>(), cs_c.data_ptr<float>(), dy.data_ptr<float>(),
+                                        dh.data_ptr<float>(), dc.data_ptr<float>(), d_gates.data_ptr<float>(),
+                                        w_hh_c.data_ptr<float>(), lens.data_ptr<int64_t>(), T, B, H, direction});
+  if (!fused) AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "seqtrain_lstm_backward", [&] {
     const scalar_t *a = acts.data_ptr<scalar_t>(), *c = cs.data_ptr<scalar_t>();
     for (int64_t step = T - 1; step >= 0; --step) {
       const Frame f = frame_at(step, T, direction);

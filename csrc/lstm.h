@@ -40,6 +40,20 @@ SEQTRAIN_HD void lstm_cell_backward(const V& i, const V& f, const V& g, const V&
   dc_prev = dc_total * f;
 }
 
+// Frame t processed at loop step `step`, and where the state before (prev) and after (cur) it lives in the
+// [T+1] state buffers: forward, state k follows frame k-1 (0 = initial); backward, state k follows frame k
+// (T = initial). Backward runs each sequence from its own last real frame because padded frames (t >= len)
+// come first and only pass the initial state through.
+struct Frame {
+  int64_t t, prev, cur;
+};
+
+SEQTRAIN_HD Frame frame_at(int64_t step, int64_t T, int64_t direction) {
+  if (direction > 0) return {step, step, step + 1};
+  const int64_t t = T - 1 - step;
+  return {t, t + 1, t};
+}
+
 // One time step t of the forward pass; all buffers contiguous, rows are sequences.
 template <typename T>
 struct LstmFwdStep {
@@ -113,6 +127,28 @@ SEQTRAIN_HD void lstm_bwd_span(const LstmBwdStep<T>& s, int64_t b, int64_t j, in
   L::store(s.dc + k, dc_prev, n);
   L::store(s.dh + k, V(0), n);
 }
+
+// All buffers of one call, as lstm.cpp lays them out (see frame_at): gates/acts and d_gates [T, B, 4H],
+// hs and cs [T+1, B, H], y and dy [T, B, H], the carried gradients dh and dc [B, H].
+struct LstmFwdLoop {
+  float *gates, *hs, *cs, *y;
+  const float* w_hh;  // [4H, H]
+  const int64_t* seq_lens;
+  int64_t T, B, H, direction;
+};
+struct LstmBwdLoop {
+  const float *acts, *cs, *dy;
+  float *dh, *dc, *d_gates;
+  const float* w_hh;
+  const int64_t* seq_lens;
+  int64_t T, B, H, direction;
+};
+
+// The whole time loop on CPU with the recurrent GEMM and the cell pass fused per thread (lstm_cpu.cpp).
+// False where that path does not apply (no AVX2/FMA build, H not a multiple of 16); the caller then runs the
+// generic per-step loop.
+bool lstm_fwd_loop_cpu(const LstmFwdLoop& loop);
+bool lstm_bwd_loop_cpu(const LstmBwdLoop& loop);
 
 // The fused elementwise pass of one step over all B×H elements, per device (lstm_cpu.cpp, lstm_cuda.cu).
 template <typename T>

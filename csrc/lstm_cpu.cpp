@@ -1,8 +1,18 @@
-// CPU elementwise pass of one LSTM step: SIMD over units, at::parallel_for over (sequence, unit block).
+// CPU side of the LSTM: the elementwise pass of one step (SIMD over units, at::parallel_for over sequence × unit
+// block), and the fused time loops: each thread owns a range of units, computes their four gate columns of
+// the recurrent GEMM (gemm_avx2.h, W_hh packed once per call) and right after, while they are in its cache,
+// their cell update; one fork-join per step forward, two backward (the GEMM there needs every unit's gradient).
 #include <ATen/Parallel.h>
+
+#include <memory>
 
 #include "vec_math.h"  // before lstm.h: its templates must see the Vectorized overloads
 #include "lstm.h"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#define SEQTRAIN_AVX2_GEMM
+#include "gemm_avx2.h"
+#endif
 
 namespace seqtrain {
 namespace {
@@ -33,6 +43,86 @@ template <typename T>
 void lstm_bwd_cells_cpu(const LstmBwdStep<T>& s) {
   for_each_block<T>(s.B, s.H, [&](int64_t b, int64_t j, int n) { lstm_bwd_span<at::vec::Vectorized<T>>(s, b, j, n); });
 }
+
+#ifdef SEQTRAIN_AVX2_GEMM
+namespace {
+
+using Vf = at::vec::Vectorized<float>;
+
+std::unique_ptr<float[]> uninitialized(int64_t n) { return std::unique_ptr<float[]>(new float[n]); }
+
+// W packed for the GEMMs of one call: op(W)[k][n] = w[k * s_k + n * s_n], [K, N].
+std::unique_ptr<float[]> pack_weights(const float* w, int64_t s_k, int64_t s_n, int64_t K, int64_t N) {
+  auto packed = uninitialized(avx2::packed_size(K, N));
+  at::parallel_for(0, avx2::panels(N), 1,
+                   [&](int64_t p0, int64_t p1) { avx2::pack_b(w, s_k, s_n, K, N, packed.get(), p0, p1); });
+  return packed;
+}
+
+// Per-thread buffers for the packed rows of A (each thread packs all of A for itself: no extra barrier).
+struct PackedRows {
+  PackedRows(int64_t rows, int64_t K)
+      : size(avx2::packed_a_size(rows, K)), data(uninitialized(size * at::get_num_threads())) {}
+  float* mine() const { return data.get() + size * at::get_thread_num(); }
+  int64_t size;
+  std::unique_ptr<float[]> data;
+};
+
+template <typename Span>
+void for_units(int64_t B, int64_t j0, int64_t j1, const Span& span) {
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t j = j0; j < j1; j += Vf::size()) span(b, j, static_cast<int>(std::min<int64_t>(Vf::size(), j1 - j)));
+}
+
+}  // namespace
+
+bool lstm_fwd_loop_cpu(const LstmFwdLoop& L) {
+  const int64_t B = L.B, H = L.H, N = 4 * H, blocks = H / avx2::kNr;
+  if (H % avx2::kNr != 0 || B == 0) return false;
+  const auto w = pack_weights(L.w_hh, 1, H, H, N);  // op(W) = W_hh^T [H, 4H]
+  const PackedRows rows(B, H);
+  for (int64_t step = 0; step < L.T; ++step) {
+    const Frame f = frame_at(step, L.T, L.direction);
+    const LstmFwdStep<float> s{L.gates + f.t * B * N, L.hs + f.prev * B * H, L.cs + f.prev * B * H,
+                               L.hs + f.cur * B * H,  L.cs + f.cur * B * H,  L.y + f.t * B * H,
+                               L.seq_lens,            f.t,                   B,
+                               H};
+    at::parallel_for(0, blocks, 1, [&](int64_t u0, int64_t u1) {
+      float* a = rows.mine();
+      avx2::pack_a(s.h_prev, H, B, H, a);
+      for (int64_t q = 0; q < 4; ++q) avx2::gemm_panels(a, w.get(), H, N, s.gates, N, B, q * blocks + u0, q * blocks + u1);
+      for_units(B, u0 * avx2::kNr, u1 * avx2::kNr, [&](int64_t b, int64_t j, int n) { lstm_fwd_span<Vf>(s, b, j, n); });
+    });
+  }
+  return true;
+}
+
+bool lstm_bwd_loop_cpu(const LstmBwdLoop& L) {
+  const int64_t B = L.B, H = L.H, N = 4 * H, blocks = H / avx2::kNr;
+  if (H % avx2::kNr != 0 || B == 0) return false;
+  const auto w = pack_weights(L.w_hh, H, 1, N, H);  // op(W) = W_hh [4H, H]
+  const PackedRows rows(B, N);
+  for (int64_t step = L.T - 1; step >= 0; --step) {
+    const Frame f = frame_at(step, L.T, L.direction);
+    const LstmBwdStep<float> s{L.acts + f.t * B * N, L.cs + f.prev * B * H, L.cs + f.cur * B * H,
+                               L.dy + f.t * B * H,   L.dh,                  L.dc,
+                               L.d_gates + f.t * B * N, L.seq_lens,         f.t,
+                               B,                    H};
+    at::parallel_for(0, blocks, 1, [&](int64_t u0, int64_t u1) {
+      for_units(B, u0 * avx2::kNr, u1 * avx2::kNr, [&](int64_t b, int64_t j, int n) { lstm_bwd_span<Vf>(s, b, j, n); });
+    });
+    at::parallel_for(0, blocks, 1, [&](int64_t u0, int64_t u1) {
+      float* a = rows.mine();
+      avx2::pack_a(s.d_gates, N, B, N, a);
+      avx2::gemm_panels(a, w.get(), N, H, s.dh, H, B, u0, u1);
+    });
+  }
+  return true;
+}
+#else
+bool lstm_fwd_loop_cpu(const LstmFwdLoop&) { return false; }
+bool lstm_bwd_loop_cpu(const LstmBwdLoop&) { return false; }
+#endif
 
 template void lstm_fwd_cells_cpu<float>(const LstmFwdStep<float>&);
 template void lstm_fwd_cells_cpu<double>(const LstmFwdStep<double>&);

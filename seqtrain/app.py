@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from seqtrain import distributed
+from seqtrain import distributed, memory
 from seqtrain.config import Config, register_configs
 from seqtrain.errors import ConfigError, SeqtrainError
 
@@ -95,6 +95,8 @@ def run(dict_cfg: DictConfig) -> None:
         cfg = to_config(dict_cfg)
         if cfg.engine.num_threads:
             torch.set_num_threads(cfg.engine.num_threads)
+        if cfg.engine.keep_freed_memory:
+            memory.keep_freed_memory()
         log.info("run dir: %s; task: %s", run_dir, cfg.task.name)
         from seqtrain.tasks import run_task
 

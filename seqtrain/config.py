@@ -175,6 +175,11 @@ class EngineConfig:
     progress_bar: bool | None = opt(None, "show a progress bar (default: when stdout is a terminal)")
     tensorboard: bool = opt(True, "write TensorBoard event files to <run dir>/tensorboard")
     num_threads: int | None = opt(None, "torch intra-op threads on CPU (default: torch's choice)")
+    keep_freed_memory: bool = opt(
+        True,
+        "glibc: keep freed memory in the heap for reuse instead of returning it to the OS, so each step's "
+        "buffers are not page-faulted in again (faster on CPU; the process keeps its peak memory)",
+    )
 
 
 @dataclass

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -57,8 +58,16 @@ def build_directory() -> Path:
     return base / f"torch-{torch.__version__}-{variant()}"
 
 
+def _openmp_flags() -> list[str]:
+    """at::parallel_for is a header template: without -fopenmp it compiles to a serial loop. The extension
+    then links "libgomp.so.1", which resolves to the copy torch has already loaded (one pool, not two)."""
+    if sys.platform.startswith("linux") and torch.backends.openmp.is_available():
+        return ["-fopenmp"]
+    return []
+
+
 def _flags() -> tuple[list[str], list[str]]:
-    cflags = ["-O3"]
+    cflags = ["-O3", *_openmp_flags()]
     if with_cuda():
         cflags.append("-DSEQTRAIN_WITH_CUDA")
     elif _cpu_has_avx2():  # ATen's Vectorized then uses AVX2 + SLEEF (exported by libtorch_cpu)
@@ -82,6 +91,7 @@ def build(verbose: bool = False) -> ModuleType:
         sources=sources,
         extra_cflags=cflags,
         extra_cuda_cflags=cuda_cflags,
+        extra_ldflags=_openmp_flags(),
         extra_include_paths=[str(src)],
         build_directory=str(directory),
         verbose=verbose,
