@@ -67,27 +67,38 @@ class RecLayer(Layer):
 
     def forward(self, x: Tensor) -> Tensor:
         time = x.time_dim
-        raw = x.raw if self.opts.direction == 1 else reverse_padded(x.raw, time.seq_lens)
         # The recurrence runs in float32 even under autocast: our kernels take float32/64, and torch's CPU
         # LSTM (oneDNN) fails under bf16 autocast; the layers around it still compute in bf16.
-        with torch.autocast(raw.device.type, enabled=False):
-            y = self.run_unit(raw if raw.dtype == torch.float64 else raw.float(), time.seq_lens)
-        if self.opts.direction == -1:
-            y = reverse_padded(y, time.seq_lens)
+        with torch.autocast(x.raw.device.type, enabled=False):
+            y = self.run_unit(x.raw if x.raw.dtype == torch.float64 else x.raw.float(), time.seq_lens)
         out = Tensor(y, (x.batch_dim, time, Dim(f"{self.name}:feature", self.opts.n_out)))
         return out.zero_padding()
 
     def run_unit(self, x: torch.Tensor, seq_lens: torch.Tensor) -> torch.Tensor:
-        """[batch, time, in] -> [batch, time, hidden], forward in time. Frames past a sequence's end are
-        computed but never feed a real frame, so they are only zeroed afterwards."""
-        unit = self.opts.unit
-        if unit in ("nativelstm", "lstm") and self.use_native():
+        """[batch, time, in] -> [batch, time, hidden] in the layer's direction. Our kernel runs each sequence
+        backwards from its own last frame; torch's units run forward over the sequences reversed in place."""
+        direction = self.opts.direction
+        if self.opts.unit in ("nativelstm", "lstm") and self.use_native():
             from seqtrain import ops
 
-            y, _ = ops.lstm(x.transpose(0, 1), self.weight_ih, self.weight_hh, self.bias, seq_lens.cpu())
+            y, _ = ops.lstm(
+                x.transpose(0, 1),
+                self.weight_ih,
+                self.weight_hh,
+                self.bias,
+                seq_lens.cpu(),
+                direction=direction,
+            )
             return y.transpose(0, 1)
+        if direction == -1:
+            return reverse_padded(self.run_torch_unit(reverse_padded(x, seq_lens)), seq_lens)
+        return self.run_torch_unit(x)
+
+    def run_torch_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """torch's LSTM/GRU forward in time. Frames past a sequence's end are computed but never feed a real
+        frame, so they are only zeroed afterwards."""
         h0 = x.new_zeros(1, x.shape[0], self.opts.n_out)
-        if unit == "gru":
+        if self.opts.unit == "gru":
             weights = [self.weight_ih, self.weight_hh, self.bias, self.bias_hh]
             y, _ = torch.gru(x, h0, weights, True, 1, 0.0, self.training, False, True)
             return y
