@@ -169,3 +169,67 @@ def test_line_fraction_splits_the_lines(small_ptb):
     assert (first_tail == full.get_seq(head.num_seqs)["classes"]).all()
     with pytest.raises(ConfigError, match=r"dataset.train.line_fraction: expected \[from, to\]"):
         lm(small_ptb, line_fraction=[0.5, 0.2])
+
+
+def test_blocks_across_lines_by_hand(tmp_path):
+    (tmp_path / "t.txt").write_text("a b\nc\nd e f\n")
+    # vocabulary: <s> 0, </s> 1, <unk> 2, a 3, b 4, c 5, d 6, e 7, f 8
+    # targets a b </s> c </s> d e f </s>, inputs <s> a b <s> c <s> d e f (each line starts from <s>)
+    ds = lm(tmp_path / "t.txt", sample_break_mode="none", tokens_per_sample=4)
+    assert ds.num_seqs == 3 and ds.seq_tag(2) == "block-2"
+    seqs = [ds.get_seq(i) for i in range(3)]
+    assert [s["classes"].tolist() for s in seqs] == [[3, 4, 1, 5], [1, 6, 7, 8], [1]]
+    assert [s["data"].tolist() for s in seqs] == [[0, 3, 4, 0], [5, 0, 6, 7], [8]]
+    assert [ds.seq_len(i)["data"] for i in range(3)] == [4, 4, 1]
+    assert all(s["data"].dtype == s["classes"].dtype == np.int32 for s in seqs)
+
+
+def test_complete_lines_up_to_the_block_size(tmp_path):
+    (tmp_path / "t.txt").write_text("a b\nc\nd e f\n")  # 3, 2 and 4 tokens with </s>
+    four = lm(tmp_path / "t.txt", sample_break_mode="complete", tokens_per_sample=4)
+    assert [four.get_seq(i)["classes"].tolist() for i in range(four.num_seqs)] == [
+        [3, 4, 1],
+        [5, 1],
+        [6, 7, 8, 1],
+    ]
+    five = lm(tmp_path / "t.txt", sample_break_mode="complete", tokens_per_sample=5)
+    assert [five.get_seq(i)["data"].tolist() for i in range(five.num_seqs)] == [[0, 3, 4, 0, 5], [0, 6, 7, 8]]
+    one = lm(tmp_path / "t.txt", sample_break_mode="complete", tokens_per_sample=1)  # longer lines stay whole
+    assert one.num_seqs == 3 and one.get_seq(2)["classes"].tolist() == [6, 7, 8, 1]
+
+
+def test_blocks_are_the_lines_joined(small_ptb):
+    lines = lm(small_ptb)
+    blocks = lm(small_ptb, sample_break_mode="none", tokens_per_sample=35, seq_ordering="random")
+    for key in ("data", "classes"):
+        joined = np.concatenate([lines.get_seq(i)[key] for i in range(lines.num_seqs)])
+        cut = [blocks.get_seq(i)[key] for i in range(blocks.num_seqs)]
+        assert np.array_equal(np.concatenate(cut), joined)
+    assert blocks.num_seqs == -(-len(joined) // 35) and blocks.seq_len(0)["classes"] == 35
+    check_epoch_order(blocks, "random", 1)
+
+
+def test_break_mode_errors(tmp_path):
+    (tmp_path / "t.txt").write_text("a b\n")
+    with pytest.raises(ConfigError, match="dataset.train.sample_break_mode: unknown 'lines'; known: eos"):
+        lm(tmp_path / "t.txt", sample_break_mode="lines")
+    with pytest.raises(ConfigError, match="dataset.train.tokens_per_sample: sample_break_mode none needs"):
+        lm(tmp_path / "t.txt", sample_break_mode="none")
+
+
+def test_held_out_dev_lines_are_disjoint_from_train(tmp_path):
+    (tmp_path / "t.txt").write_text("".join(f"line {i}\n" for i in range(20)))
+    opts = {"units": "char", "sample_break_mode": "none", "tokens_per_sample": 16}
+    full = lm(tmp_path / "t.txt", **opts)
+    train = lm(tmp_path / "t.txt", line_fraction=[0.0, 0.9], **opts)
+    dev = lm(tmp_path / "t.txt", line_fraction=[0.9, 1.0], **opts)
+
+    def text(ds):
+        labels = ds.vocab.labels
+        seqs = [ds.get_seq(i)["classes"] for i in range(ds.num_seqs)]
+        return "".join(labels[i] for i in np.concatenate(seqs)).replace("</s>", "\n")
+
+    assert text(train) == "".join(f"line {i}\n" for i in range(18))
+    assert text(dev) == "line 18\nline 19\n"
+    assert text(train) + text(dev) == text(full)
+    assert train.vocab.labels == dev.vocab.labels  # both built from the whole file

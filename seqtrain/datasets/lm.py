@@ -1,9 +1,13 @@
-"""The `lm` dataset: text corpora for language models, one sequence per line, words or characters.
+"""The `lm` dataset: text corpora for language models, words or characters, one sequence per line or
+fixed-size blocks of tokens across lines.
 
 Semantics of RETURNN's LmDataset with `add_delayed_seq_data=True`, under seqtrain's key names:
 `classes` = the line's tokens + `seq_end_symbol` (RETURNN's `data`), `data` = `seq_start_symbol` +
 `classes[:-1]` (RETURNN's `delayed`), so the model reads `data[t]` and predicts `classes[t]`. Whitespace is
 collapsed and stripped as RETURNN's `parse_orthography` does; tags are `line-<n>`, counting kept lines.
+`sample_break_mode` (fairseq's TokenBlockDataset) joins these per-line pairs into one stream and cuts it into
+samples of `tokens_per_sample` tokens (`none`) or of whole lines (`complete`); a line's first input stays
+`seq_start_symbol`, so every mode gives the model the same (input, target) pairs, only with more context.
 """
 
 from __future__ import annotations
@@ -43,10 +47,23 @@ class LmOptions(DatasetOptions):
     seq_start_symbol: str = opt("<s>", "first input label (RETURNN's delayed_seq_data_start_symbol)")
     seq_end_symbol: str | None = opt("</s>", "appended to each target sequence (RETURNN's seq_end_symbol)")
     skip_empty_lines: bool = opt(True, "empty lines are no sequences (as RETURNN)")
-    tag_prefix: str = opt("line-", "sequence tag = prefix + index of the kept line")
+    tag_prefix: str | None = opt(
+        None, "sequence tag = prefix + index of the sample (default: line- for eos, block- otherwise)"
+    )
     line_fraction: list[float] | None = opt(
         None, "[from, to]: only this fraction of the kept lines, e.g. [0, 0.9] train and [0.9, 1] dev"
     )
+    sample_break_mode: str = opt(
+        "eos",
+        "eos: one sequence per line; none: blocks of tokens_per_sample tokens across lines; "
+        "complete: whole lines joined up to tokens_per_sample (fairseq's names)",
+    )
+    tokens_per_sample: int | None = opt(
+        None, "none/complete: tokens per sample (the last block may be shorter; a longer line stays whole)"
+    )
+
+
+BREAK_MODES = ("eos", "none", "complete")
 
 
 def fraction_slice(fraction: list[float], n: int, where: str) -> slice:
@@ -80,9 +97,25 @@ def split_units(text: str, units: str) -> list[str]:
     return text.split() if units == "word" else list(text)
 
 
+def sample_bounds(line_lens: np.ndarray, mode: str, size: int | None) -> np.ndarray:
+    """Start offsets of the samples in the joined stream of lines (with the stream's end appended)."""
+    ends = np.cumsum(line_lens)
+    total = int(ends[-1]) if len(ends) else 0
+    if mode == "eos":
+        return np.concatenate([[0], ends])
+    if mode == "none":
+        return np.append(np.arange(0, total, size), total)
+    bounds, start = [0], 0  # complete: greedy, a sample ends at the last line end that keeps it <= size
+    for prev, end in zip(np.concatenate([[0], ends[:-1]]), ends):
+        if end - start > size and prev > start:
+            bounds.append(int(prev))
+            start = int(prev)
+    return np.array(bounds + [total])
+
+
 @DATASETS.register("lm", LmOptions)
 class LmDataset(Dataset):
-    """All lines are read and encoded once; sequences are slices of one int32 array."""
+    """All lines are read and encoded once into one stream of (input, target) pairs; samples are slices."""
 
     def __init__(self, opts: LmOptions, name: str):
         super().__init__(opts, name)
@@ -90,6 +123,7 @@ class LmDataset(Dataset):
             raise ConfigError(f"{name}.units: expected word or char, got {opts.units!r}")
         if not opts.corpus_file:
             raise ConfigError(f"{name}.corpus_file: give at least one text file")
+        self._check_break_mode(opts)
         self.vocab = self._vocabulary(opts)
         specials = [opts.seq_start_symbol] + (
             [opts.seq_end_symbol] if opts.seq_end_symbol is not None else []
@@ -99,7 +133,21 @@ class LmDataset(Dataset):
                 raise DataError(f"{name}: symbol {sym!r} is not in the vocabulary {self.vocab.source}")
         self._start = self.vocab.index[opts.seq_start_symbol]
         self._end = self.vocab.index.get(opts.seq_end_symbol) if opts.seq_end_symbol is not None else None
-        self._tokens, self._offsets = self._encode_corpus(opts)
+        self._data, self._classes, line_lens = self._encode_corpus(opts)
+        self._bounds = sample_bounds(line_lens, opts.sample_break_mode, opts.tokens_per_sample)
+        if opts.tag_prefix is None:
+            self._tag_prefix = "line-" if opts.sample_break_mode == "eos" else "block-"
+        else:
+            self._tag_prefix = opts.tag_prefix
+
+    def _check_break_mode(self, opts: LmOptions) -> None:
+        mode, size = opts.sample_break_mode, opts.tokens_per_sample
+        if mode not in BREAK_MODES:
+            raise ConfigError(
+                f"{self.name}.sample_break_mode: unknown {mode!r}; known: {', '.join(BREAK_MODES)}"
+            )
+        if mode != "eos" and (size is None or size < 1):
+            raise ConfigError(f"{self.name}.tokens_per_sample: sample_break_mode {mode} needs a size >= 1")
 
     def _vocabulary(self, opts: LmOptions) -> Vocabulary:
         if opts.vocab_file and Path(opts.vocab_file).is_file():
@@ -120,20 +168,25 @@ class LmDataset(Dataset):
             vocab.source = opts.vocab_file
         return vocab
 
-    def _encode_corpus(self, opts: LmOptions) -> tuple[np.ndarray, np.ndarray]:
+    def _encode_corpus(self, opts: LmOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The joined input and target streams (int32) and the tokens per line in them."""
         lines = list(iter_lines(list(opts.corpus_file), opts.skip_empty_lines))
         if opts.line_fraction is not None:
             lines = lines[fraction_slice(opts.line_fraction, len(lines), f"{self.name}.line_fraction")]
-        seqs = [self.vocab.encode(split_units(text, opts.units), where) for where, text in lines]
-        if not seqs:
+        if not lines:
             raise DataError(f"{self.name}: no sequences in {', '.join(opts.corpus_file)}")
-        lens = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
-        offsets = np.concatenate([[0], np.cumsum(lens)])
-        return np.concatenate(seqs).astype(np.int32), offsets
+        data, classes = [], []
+        for where, text in lines:
+            tokens = self.vocab.encode(split_units(text, opts.units), where)
+            targets = np.append(tokens, self._end) if self._end is not None else tokens
+            classes.append(targets)
+            data.append(np.concatenate([[self._start], tokens])[: len(targets)])
+        lens = np.fromiter((len(c) for c in classes), dtype=np.int64, count=len(classes))
+        return np.concatenate(data).astype(np.int32), np.concatenate(classes).astype(np.int32), lens
 
     @property
     def num_seqs(self) -> int:
-        return len(self._offsets) - 1
+        return len(self._bounds) - 1
 
     @property
     def extern_data(self) -> dict[str, DataSpec]:
@@ -141,14 +194,12 @@ class LmDataset(Dataset):
         return {"data": spec, "classes": spec}
 
     def seq_tag(self, idx: int) -> str:
-        return f"{self.opts.tag_prefix}{idx}"
+        return f"{self._tag_prefix}{idx}"
 
     def seq_len(self, idx: int) -> dict[str, int]:
-        n = int(self._offsets[idx + 1] - self._offsets[idx]) + (self._end is not None)
+        n = int(self._bounds[idx + 1] - self._bounds[idx])
         return {"data": n, "classes": n}
 
     def get_seq(self, idx: int) -> dict[str, np.ndarray]:
-        tokens = self._tokens[self._offsets[idx] : self._offsets[idx + 1]]
-        classes = np.append(tokens, self._end).astype(np.int32) if self._end is not None else tokens.copy()
-        data = np.concatenate([[self._start], classes]).astype(np.int32)[: len(classes)]
-        return {"data": data, "classes": classes}
+        span = slice(self._bounds[idx], self._bounds[idx + 1])
+        return {"data": self._data[span].copy(), "classes": self._classes[span].copy()}
