@@ -1,6 +1,6 @@
 // CPU side of the LSTM: the elementwise pass of one step (SIMD over units, at::parallel_for over sequence × unit
 // block), and the fused time loops: each thread owns a range of units, computes their four gate columns of
-// the recurrent GEMM (gemm_avx2.h, W_hh packed once per call) and right after, while they are in its cache,
+// the recurrent GEMM (gemm_simd.h, W_hh packed once per call) and right after, while they are in its cache,
 // their cell update; one fork-join per step forward, two backward (the GEMM there needs every unit's gradient).
 #include <ATen/Parallel.h>
 
@@ -10,8 +10,8 @@
 #include "lstm.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
-#define SEQTRAIN_AVX2_GEMM
-#include "gemm_avx2.h"
+#define SEQTRAIN_SIMD_GEMM
+#include "gemm_simd.h"
 #endif
 
 namespace seqtrain {
@@ -44,7 +44,7 @@ void lstm_bwd_cells_cpu(const LstmBwdStep<T>& s) {
   for_each_block<T>(s.B, s.H, [&](int64_t b, int64_t j, int n) { lstm_bwd_span<at::vec::Vectorized<T>>(s, b, j, n); });
 }
 
-#ifdef SEQTRAIN_AVX2_GEMM
+#ifdef SEQTRAIN_SIMD_GEMM
 namespace {
 
 using Vf = at::vec::Vectorized<float>;
@@ -53,16 +53,16 @@ std::unique_ptr<float[]> uninitialized(int64_t n) { return std::unique_ptr<float
 
 // W packed for the GEMMs of one call: op(W)[k][n] = w[k * s_k + n * s_n], [K, N].
 std::unique_ptr<float[]> pack_weights(const float* w, int64_t s_k, int64_t s_n, int64_t K, int64_t N) {
-  auto packed = uninitialized(avx2::packed_size(K, N));
-  at::parallel_for(0, avx2::panels(N), 1,
-                   [&](int64_t p0, int64_t p1) { avx2::pack_b(w, s_k, s_n, K, N, packed.get(), p0, p1); });
+  auto packed = uninitialized(simd::packed_size(K, N));
+  at::parallel_for(0, simd::panels(N), 1,
+                   [&](int64_t p0, int64_t p1) { simd::pack_b(w, s_k, s_n, K, N, packed.get(), p0, p1); });
   return packed;
 }
 
 // Per-thread buffers for the packed rows of A (each thread packs all of A for itself: no extra barrier).
 struct PackedRows {
   PackedRows(int64_t rows, int64_t K)
-      : size(avx2::packed_a_size(rows, K)), data(uninitialized(size * at::get_num_threads())) {}
+      : size(simd::packed_a_size(rows, K)), data(uninitialized(size * at::get_num_threads())) {}
   float* mine() const { return data.get() + size * at::get_thread_num(); }
   int64_t size;
   std::unique_ptr<float[]> data;
@@ -77,8 +77,8 @@ void for_units(int64_t B, int64_t j0, int64_t j1, const Span& span) {
 }  // namespace
 
 bool lstm_fwd_loop_cpu(const LstmFwdLoop& L) {
-  const int64_t B = L.B, H = L.H, N = 4 * H, blocks = H / avx2::kNr;
-  if (H % avx2::kNr != 0 || B == 0) return false;
+  const int64_t B = L.B, H = L.H, N = 4 * H, blocks = H / simd::kNr;
+  if (H % simd::kNr != 0 || B == 0) return false;
   const auto w = pack_weights(L.w_hh, 1, H, H, N);  // op(W) = W_hh^T [H, 4H]
   const PackedRows rows(B, H);
   for (int64_t step = 0; step < L.T; ++step) {
@@ -89,17 +89,17 @@ bool lstm_fwd_loop_cpu(const LstmFwdLoop& L) {
                                H};
     at::parallel_for(0, blocks, 1, [&](int64_t u0, int64_t u1) {
       float* a = rows.mine();
-      avx2::pack_a(s.h_prev, H, B, H, a);
-      for (int64_t q = 0; q < 4; ++q) avx2::gemm_panels(a, w.get(), H, N, s.gates, N, B, q * blocks + u0, q * blocks + u1);
-      for_units(B, u0 * avx2::kNr, u1 * avx2::kNr, [&](int64_t b, int64_t j, int n) { lstm_fwd_span<Vf>(s, b, j, n); });
+      simd::pack_a(s.h_prev, H, B, H, a);
+      for (int64_t q = 0; q < 4; ++q) simd::gemm_panels(a, w.get(), H, N, s.gates, N, B, q * blocks + u0, q * blocks + u1);
+      for_units(B, u0 * simd::kNr, u1 * simd::kNr, [&](int64_t b, int64_t j, int n) { lstm_fwd_span<Vf>(s, b, j, n); });
     });
   }
   return true;
 }
 
 bool lstm_bwd_loop_cpu(const LstmBwdLoop& L) {
-  const int64_t B = L.B, H = L.H, N = 4 * H, blocks = H / avx2::kNr;
-  if (H % avx2::kNr != 0 || B == 0) return false;
+  const int64_t B = L.B, H = L.H, N = 4 * H, blocks = H / simd::kNr;
+  if (H % simd::kNr != 0 || B == 0) return false;
   const auto w = pack_weights(L.w_hh, H, 1, N, H);  // op(W) = W_hh [4H, H]
   const PackedRows rows(B, N);
   for (int64_t step = L.T - 1; step >= 0; --step) {
@@ -109,12 +109,12 @@ bool lstm_bwd_loop_cpu(const LstmBwdLoop& L) {
                                L.d_gates + f.t * B * N, L.seq_lens,         f.t,
                                B,                    H};
     at::parallel_for(0, blocks, 1, [&](int64_t u0, int64_t u1) {
-      for_units(B, u0 * avx2::kNr, u1 * avx2::kNr, [&](int64_t b, int64_t j, int n) { lstm_bwd_span<Vf>(s, b, j, n); });
+      for_units(B, u0 * simd::kNr, u1 * simd::kNr, [&](int64_t b, int64_t j, int n) { lstm_bwd_span<Vf>(s, b, j, n); });
     });
     at::parallel_for(0, blocks, 1, [&](int64_t u0, int64_t u1) {
       float* a = rows.mine();
-      avx2::pack_a(s.d_gates, N, B, N, a);
-      avx2::gemm_panels(a, w.get(), N, H, s.dh, H, B, u0, u1);
+      simd::pack_a(s.d_gates, N, B, N, a);
+      simd::gemm_panels(a, w.get(), N, H, s.dh, H, B, u0, u1);
     });
   }
   return true;

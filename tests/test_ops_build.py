@@ -2,6 +2,7 @@
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,22 @@ def test_build_directory_is_per_torch_version(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     assert build.build_directory().parent == tmp_path / "seqtrain_ops"
     assert torch.__version__ in build.build_directory().name
+
+
+def test_build_directory_changes_with_any_source_file_headers_included(monkeypatch, tmp_path):
+    """torch's loader alone reuses a build after a header-only change; the directory name prevents that."""
+    src = tmp_path / "csrc"
+    shutil.copytree(build.csrc_dir(), src)
+    monkeypatch.setenv("SEQTRAIN_CSRC", str(src))
+    build.sources_hash.cache_clear()
+    try:
+        before = build.build_directory()
+        (src / "common.h").write_text((src / "common.h").read_text() + "\n// changed\n")
+        build.sources_hash.cache_clear()
+        assert build.build_directory() != before
+        assert build.build_directory().parent == before.parent
+    finally:
+        build.sources_hash.cache_clear()
 
 
 def test_failed_build_falls_back_to_reference_and_logs_once(monkeypatch, caplog):

@@ -52,9 +52,10 @@ def assert_close(ours, theirs, what):
         assert rel < 1e-5, f"{name}: relative error {rel:.2e}"
 
 
-# (B, H): H = 6 runs the generic per-step loop; multiples of 16 the fused CPU loop (gemm_avx2.h), with row
-# counts that leave 1 and 4 rows after the 6-row register tiles.
-SHAPES = [(4, 6), (13, 32), (10, 48)]
+# (B, H): H = 6 runs the generic per-step loop; multiples of the panel width (16 with AVX2, 32 with AVX-512)
+# the fused CPU loop (gemm_simd.h), with batch sizes split into uneven row tiles (13 = 7 + 6, 25 = 9 + 8 + 8
+# with AVX-512) and a single row.
+SHAPES = [(4, 6), (13, 32), (10, 48), (25, 64), (1, 32)]
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -4,6 +4,7 @@ and falls back to the pure-PyTorch reference (saying so once in the log) where n
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import sys
@@ -34,28 +35,56 @@ def with_cuda() -> bool:
     return torch.cuda.is_available() and cpp_extension.CUDA_HOME is not None
 
 
-def _cpu_has_avx2() -> bool:
+# The x86 SIMD levels we compile for, best first: the /proc/cpuinfo flags each needs, and its compiler flags.
+# CPU_CAPABILITY picks ATen's Vectorized width (with SLEEF's exp/tanh/log of that width, exported by
+# libtorch_cpu), as torch's own kernels are built per capability.
+_SIMD_LEVELS = {
+    "avx512": (
+        ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2", "fma"),
+        ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma"],
+    ),
+    "avx2": (("avx2", "fma"), ["-mavx2", "-mfma"]),
+}
+
+
+@functools.cache
+def _cpu_simd() -> str | None:
+    """The best SIMD level of _SIMD_LEVELS this CPU has (Linux /proc/cpuinfo), else None."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    return " avx2" in flags and " fma" in flags
+        return None
+    lines = (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags"))
+    flags = next(lines, [])
+    return next((name for name, (need, _) in _SIMD_LEVELS.items() if set(need) <= set(flags)), None)
 
 
 def variant() -> str:
     """Names what the build was compiled for, so machines sharing a cache dir do not load a foreign build."""
     if with_cuda():
         return "cuda"
-    return "cpu-avx2" if _cpu_has_avx2() else "cpu"
+    simd = _cpu_simd()
+    return f"cpu-{simd}" if simd else "cpu"
+
+
+@functools.cache
+def sources_hash() -> str:
+    """A digest of every csrc/ file. torch's JIT loader rebuilds when a .cpp changes but not when only a
+    header does, so the digest names the build directory: changed sources never load a stale build."""
+    digest = hashlib.sha256()
+    for path in sorted(csrc_dir().iterdir()):
+        if path.is_file():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:10]
 
 
 def build_directory() -> Path:
-    """$TORCH_EXTENSIONS_DIR/seqtrain_ops/<torch>-<variant>, else ~/.cache/seqtrain/ops/<torch>-<variant>."""
+    """$TORCH_EXTENSIONS_DIR/seqtrain_ops/<torch>-<variant>-<sources>, else under ~/.cache/seqtrain/ops/."""
     if os.environ.get("TORCH_EXTENSIONS_DIR"):
         base = Path(os.environ["TORCH_EXTENSIONS_DIR"]) / "seqtrain_ops"
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "seqtrain" / "ops"
-    return base / f"torch-{torch.__version__}-{variant()}"
+    return base / f"torch-{torch.__version__}-{variant()}-{sources_hash()}"
 
 
 def _openmp_flags() -> list[str]:
@@ -70,8 +99,9 @@ def _flags() -> tuple[list[str], list[str]]:
     cflags = ["-O3", *_openmp_flags()]
     if with_cuda():
         cflags.append("-DSEQTRAIN_WITH_CUDA")
-    elif _cpu_has_avx2():  # ATen's Vectorized then uses AVX2 + SLEEF (exported by libtorch_cpu)
-        cflags += ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
+    elif simd := _cpu_simd():
+        capability = simd.upper()
+        cflags += [*_SIMD_LEVELS[simd][1], f"-DCPU_CAPABILITY={capability}", f"-DCPU_CAPABILITY_{capability}"]
     return cflags, ["-O3", "-DSEQTRAIN_WITH_CUDA", "--expt-relaxed-constexpr"]
 
 
