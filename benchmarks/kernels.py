@@ -57,19 +57,20 @@ def lstm_flops(T, B, n_in, H, layers, bidirectional) -> float:
     return sum(2 * T * B * 4 * H * ((n_in if layer == 0 else dirs * H) + H) * dirs for layer in range(layers))
 
 
-def ours_lstm(module: torch.nn.LSTM, x: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+def ours_lstm(module: torch.nn.LSTM, x: torch.Tensor, lens: torch.Tensor, bf16: bool = False) -> torch.Tensor:
     for layer in range(module.num_layers):
         outs = []
         for suffix, direction in [("", 1), ("_reverse", -1)][: 1 + module.bidirectional]:
             name = f"l{layer}{suffix}"
             w_ih, w_hh = getattr(module, f"weight_ih_{name}"), getattr(module, f"weight_hh_{name}")
             bias = getattr(module, f"bias_ih_{name}") + getattr(module, f"bias_hh_{name}")
-            outs.append(ops.lstm(x, w_ih, w_hh, bias, lens, direction=direction, impl="native")[0])
+            outs.append(ops.lstm(x, w_ih, w_hh, bias, lens, direction=direction, impl="native", bf16=bf16)[0])
         x = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
     return x
 
 
-def bench_lstm(size, reps: int) -> dict[str, float]:
+def bench_lstm(size, reps: int, bf16: bool) -> dict[str, float]:
+    """Medians of ours and torch's in fp32, and with bf16: ours with bf16 GEMMs, torch under bf16 autocast."""
     T, B, n_in, H, layers, bidirectional = size
     module = torch.nn.LSTM(n_in, H, num_layers=layers, bidirectional=bidirectional)
     x = torch.randn(T, B, n_in, requires_grad=True)
@@ -83,18 +84,31 @@ def bench_lstm(size, reps: int) -> dict[str, float]:
         return run
 
     def forward_backward(fn):
-        return lambda: fn().sum().backward()
+        return lambda: fn().float().sum().backward()
+
+    def autocast(fn):
+        def run():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return fn()
+
+        return run
 
     ours, theirs = (lambda: ours_lstm(module, x, lens)), (lambda: module(x)[0])
-    return median_times(
-        {
-            "ours fwd": forward(ours),
-            "torch fwd": forward(theirs),
-            "ours fwd+bwd": forward_backward(ours),
-            "torch fwd+bwd": forward_backward(theirs),
-        },
-        reps,
-    )
+    fns = {
+        "ours fwd": forward(ours),
+        "torch fwd": forward(theirs),
+        "ours fwd+bwd": forward_backward(ours),
+        "torch fwd+bwd": forward_backward(theirs),
+    }
+    if bf16:
+        ours16, theirs16 = (lambda: ours_lstm(module, x, lens, bf16=True)), autocast(theirs)
+        fns |= {
+            "ours bf16 fwd": forward(ours16),
+            "torch bf16 fwd": forward(theirs16),
+            "ours bf16 fwd+bwd": forward_backward(ours16),
+            "torch bf16 fwd+bwd": forward_backward(theirs16),
+        }
+    return median_times(fns, reps)
 
 
 def bench_ctc(size, reps: int) -> dict[str, float]:
@@ -148,13 +162,16 @@ def main() -> None:
     )
     if args.only != "ctc":
         peak = mm_gflops(args.reps)
+        sizes = LSTM_QUICK if args.quick else LSTM_SIZES
+        bf16 = ops.lstm_bf16_available(torch.zeros(1), min(size[3] for size in sizes.values()))
         print(f"\nLSTM, fp32 (torch.mm {MM_SIZE}³: {peak:.0f} GFLOP/s)")
         print(
             f"{'size':<36} | {'fwd ms ours/torch':>18} {'×':>5} | {'fwd+bwd ms ours/torch':>22} {'×':>5} | "
             f"{'GFLOP/s ours/torch (of mm)':>28}"
         )
-        for name, size in (LSTM_QUICK if args.quick else LSTM_SIZES).items():
-            t = bench_lstm(size, args.reps)
+        results = {name: bench_lstm(size, args.reps, bf16) for name, size in sizes.items()}
+        for name, size in sizes.items():
+            t = results[name]
             flops = 3 * lstm_flops(*size)
             ours_gf, torch_gf = flops / t["ours fwd+bwd"] / 1e9, flops / t["torch fwd+bwd"] / 1e9
             print(
@@ -163,20 +180,23 @@ def main() -> None:
                 f"{1e3 * t['torch fwd+bwd']:10.1f}  {t['torch fwd+bwd'] / t['ours fwd+bwd']:5.2f} | "
                 f"{ours_gf:6.0f} ({ours_gf / peak:.2f}) {torch_gf:6.0f} ({torch_gf / peak:.2f})"
             )
-    if args.only != "lstm":
-        print("\nCTC from logits: ours vs F.log_softmax + F.ctc_loss")
-        print(
-            f"{'T':>4} {'B':>3} {'C':>5} {'S':>3} | {'fwd ms ours/torch':>18} {'×':>5} | "
-            f"{'fwd+bwd ms ours/torch':>22} {'×':>5}"
-        )
-        for size in CTC_QUICK if args.quick else CTC_SIZES:
-            t = bench_ctc(size, args.reps)
+        if not bf16:
+            print("\nLSTM bf16: not available here (needs a CPU with AMX and the avx512-amx build)")
+        else:
             print(
-                f"{size[0]:>4} {size[1]:>3} {size[2]:>5} {size[3]:>3} | {1e3 * t['ours fwd']:8.2f} "
-                f"{1e3 * t['torch fwd']:8.2f}  {t['torch fwd'] / t['ours fwd']:5.2f} | "
-                f"{1e3 * t['ours fwd+bwd']:10.2f} {1e3 * t['torch fwd+bwd']:10.2f}  "
-                f"{t['torch fwd+bwd'] / t['ours fwd+bwd']:5.2f}"
+                "\nLSTM, ours with bf16 GEMMs (AMX) vs torch fp32 and under bf16 autocast (× = theirs / ours)"
             )
+            print(
+                f"{'size':<36} | {'fwd ms ours':>11} {'× fp32':>7} {'× bf16':>7} | "
+                f"{'fwd+bwd ms ours':>15} {'× fp32':>7} {'× bf16':>7}"
+            )
+            for name, t in results.items():
+                f, fb = t["ours bf16 fwd"], t["ours bf16 fwd+bwd"]
+                print(
+                    f"{name:<36} | {1e3 * f:11.1f} {t['torch fwd'] / f:7.2f} "
+                    f"{t['torch bf16 fwd'] / f:7.2f} | "
+                    f"{1e3 * fb:15.1f} {t['torch fwd+bwd'] / fb:7.2f} {t['torch bf16 fwd+bwd'] / fb:7.2f}"
+                )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,10 @@ SEQTRAIN_HD double st_exp(double x) { return exp(x); }
 SEQTRAIN_HD float st_tanh(float x) { return tanhf(x); }
 SEQTRAIN_HD double st_tanh(double x) { return tanh(x); }
 SEQTRAIN_HD float st_log(float x) { return logf(x); }
+template <typename T>
+SEQTRAIN_HD T st_recip(T x) {
+  return T(1) / x;
+}
 SEQTRAIN_HD double st_log(double x) { return log(x); }
 template <typename T>
 SEQTRAIN_HD T st_max(T a, T b) {

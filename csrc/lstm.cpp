@@ -47,17 +47,35 @@ void check_lstm_args(const at::Tensor& x, const at::Tensor& w_ih, const at::Tens
                 "lstm: parameters must have the dtype and device of x");
 }
 
+void check_bf16(const at::Tensor& x, int64_t H) {
+  TORCH_CHECK(!x.is_cuda() && x.scalar_type() == at::kFloat && lstm_amx_available() && H % 16 == 0,
+              "lstm: bf16 GEMMs need float32 inputs on a CPU with AMX and a hidden size that is a multiple of 16 "
+              "(see seqtrain.ops.lstm_bf16_available)");
+}
+
 }  // namespace
+
+bool lstm_bf16_available() { return lstm_amx_available(); }
 
 std::vector<at::Tensor> lstm_forward(const at::Tensor& x_in, const at::Tensor& w_ih, const at::Tensor& w_hh,
                                      const at::Tensor& bias, const at::Tensor& h0, const at::Tensor& c0,
-                                     const at::Tensor& seq_lens, int64_t direction, bool poison) {
+                                     const at::Tensor& seq_lens, int64_t direction, bool bf16, bool poison) {
   check_lstm_args(x_in, w_ih, w_hh, bias, seq_lens, direction);
   const at::Tensor x = x_in.contiguous();
   const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(1);
+  if (bf16) check_bf16(x, H);
   const at::Tensor lens = seq_lens.to(x.device(), at::kLong).contiguous();
   // The input projection of all frames in one GEMM; the loop then adds h_prev·W_hh^T in place.
-  at::Tensor gates = at::addmm(bias, x.reshape({T * B, x.size(2)}), w_ih.t()).view({T, B, 4 * H});
+  at::Tensor gates;
+  if (bf16) {
+    gates = bias.expand({T, B, 4 * H}).contiguous();
+    const at::Tensor w_ih_c = w_ih.contiguous();
+    TORCH_CHECK(lstm_projection_amx(x.data_ptr<float>(), w_ih_c.data_ptr<float>(), T * B, x.size(2), H,
+                                    gates.data_ptr<float>()),
+                "lstm: the AMX input projection did not run");
+  } else {
+    gates = at::addmm(bias, x.reshape({T * B, x.size(2)}), w_ih.t()).view({T, B, 4 * H});
+  }
   at::Tensor hs = at::empty({T + 1, B, H}, x.options()), cs = at::empty_like(hs), y = at::empty({T, B, H}, x.options());
   poison_if(hs, poison);
   poison_if(cs, poison);
@@ -67,10 +85,11 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_in, const at::Tensor& w
   cs.select(0, init).copy_(c0);
   const bool cuda = x.is_cuda();
   const at::Tensor w_hh_c = w_hh.contiguous();
-  if (!cuda && x.scalar_type() == at::kFloat &&
-      lstm_fwd_loop_cpu({gates.data_ptr<float>(), hs.data_ptr<float>(), cs.data_ptr<float>(), y.data_ptr<float>(),
-                         w_hh_c.data_ptr<float>(), lens.data_ptr<int64_t>(), T, B, H, direction}))
-    return {y, hs, cs, gates};
+  if (!cuda && x.scalar_type() == at::kFloat) {
+    const LstmFwdLoop loop{gates.data_ptr<float>(),  hs.data_ptr<float>(),     cs.data_ptr<float>(), y.data_ptr<float>(),
+                           w_hh_c.data_ptr<float>(), lens.data_ptr<int64_t>(), T, B, H, direction};
+    if (bf16 ? lstm_fwd_loop_amx(loop) : lstm_fwd_loop_cpu(loop)) return {y, hs, cs, gates};
+  }
   const at::Tensor w_hh_t = w_hh.t();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "seqtrain_lstm_forward", [&] {
     scalar_t *g0 = gates.data_ptr<scalar_t>(), *h = hs.data_ptr<scalar_t>(), *c = cs.data_ptr<scalar_t>();
@@ -89,19 +108,23 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_in, const at::Tensor& w
 std::vector<at::Tensor> lstm_backward(const at::Tensor& x_in, const at::Tensor& w_ih, const at::Tensor& w_hh,
                                       const at::Tensor& seq_lens, const at::Tensor& hs, const at::Tensor& cs,
                                       const at::Tensor& acts, const at::Tensor& dy_in, const at::Tensor& dh_n,
-                                      const at::Tensor& dc_n, int64_t direction, bool poison) {
+                                      const at::Tensor& dc_n, int64_t direction, bool bf16, bool poison) {
   const at::Tensor x = x_in.contiguous(), dy = dy_in.contiguous();
   const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(1);
+  if (bf16) check_bf16(x, H);
   const at::Tensor lens = seq_lens.to(x.device(), at::kLong).contiguous();
   at::Tensor d_gates = at::empty({T, B, 4 * H}, x.options());
   poison_if(d_gates, poison);
   at::Tensor dh = dh_n.contiguous().clone(), dc = dc_n.contiguous().clone();
   const bool cuda = x.is_cuda();
   const at::Tensor w_hh_c = w_hh.contiguous(), acts_c = acts.contiguous(), cs_c = cs.contiguous();
-  const bool fused = !cuda && x.scalar_type() == at::kFloat &&
-                     lstm_bwd_loop_cpu({acts_c.data_ptr<float>(), cs_c.data_ptr<float>(), dy.data_ptr<float>(),
-                                        dh.data_ptr<float>(), dc.data_ptr<float>(), d_gates.data_ptr<float>(),
-                                        w_hh_c.data_ptr<float>(), lens.data_ptr<int64_t>(), T, B, H, direction});
+  bool fused = false;
+  if (!cuda && x.scalar_type() == at::kFloat) {
+    const LstmBwdLoop loop{acts_c.data_ptr<float>(),  cs_c.data_ptr<float>(),     dy.data_ptr<float>(),
+                           dh.data_ptr<float>(),      dc.data_ptr<float>(),       d_gates.data_ptr<float>(),
+                           w_hh_c.data_ptr<float>(),  lens.data_ptr<int64_t>(),   T, B, H, direction};
+    fused = bf16 ? lstm_bwd_loop_amx(loop) : lstm_bwd_loop_cpu(loop);
+  }
   if (!fused) AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "seqtrain_lstm_backward", [&] {
     const scalar_t *a = acts.data_ptr<scalar_t>(), *c = cs.data_ptr<scalar_t>();
     for (int64_t step = T - 1; step >= 0; --step) {
@@ -117,8 +140,12 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& x_in, const at::Tensor& 
   const at::Tensor dg = d_gates.view({T * B, 4 * H});
   // The recurrent-weight gradient is one GEMM over all frames, with the state each frame started from.
   const at::Tensor h_prev = hs.narrow(0, direction > 0 ? 0 : 1, T).reshape({T * B, H});
-  return {at::mm(dg, w_ih).view({T, B, x.size(2)}), at::mm(dg.t(), x.reshape({T * B, x.size(2)})),
-          at::mm(dg.t(), h_prev), dg.sum(0), dh, dc};
+  const at::Tensor x2 = x.reshape({T * B, x.size(2)});
+  if (!bf16) return {at::mm(dg, w_ih).view({T, B, x.size(2)}), at::mm(dg.t(), x2), at::mm(dg.t(), h_prev), dg.sum(0), dh, dc};
+  // bf16: the three GEMMs through oneDNN (AMX), operands rounded once.
+  const at::Tensor dg16 = dg.to(at::kBFloat16), dg16_t = dg16.t();
+  auto mm16 = [](const at::Tensor& a, const at::Tensor& b) { return at::mm(a, b.to(at::kBFloat16)).to(at::kFloat); };
+  return {mm16(dg16, w_ih).view({T, B, x.size(2)}), mm16(dg16_t, x2), mm16(dg16_t, h_prev), dg.sum(0), dh, dc};
 }
 
 }  // namespace seqtrain

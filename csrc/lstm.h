@@ -10,7 +10,7 @@ namespace seqtrain {
 
 template <typename V>
 SEQTRAIN_HD V sigmoid(const V& x) {
-  return V(1) / (V(1) + st_exp(V(0) - x));
+  return st_recip(V(1) + st_exp(V(0) - x));
 }
 
 // In: pre-activations a_* and c_prev. Out: activations in a_*, cell c and output h.
@@ -149,6 +149,14 @@ struct LstmBwdLoop {
 // generic per-step loop.
 bool lstm_fwd_loop_cpu(const LstmFwdLoop& loop);
 bool lstm_bwd_loop_cpu(const LstmBwdLoop& loop);
+
+// The same loops with the recurrent GEMM in bf16 on AMX, fp32 accumulation (lstm_amx.cpp). False where that
+// does not apply (no AMX build, the CPU or OS without AMX, H not a multiple of 16).
+bool lstm_amx_available();
+// gates [rows, 4H] (holding the bias) += x [rows, in] · W_ih^T with bf16 operands, fp32 accumulation.
+bool lstm_projection_amx(const float* x, const float* w_ih, int64_t rows, int64_t in, int64_t H, float* gates);
+bool lstm_fwd_loop_amx(const LstmFwdLoop& loop);
+bool lstm_bwd_loop_amx(const LstmBwdLoop& loop);
 
 // The fused elementwise pass of one step over all B×H elements, per device (lstm_cpu.cpp, lstm_cuda.cu).
 template <typename T>

@@ -8,16 +8,20 @@
 namespace seqtrain {
 
 // Returns {y [T,B,H], hs [T+1,B,H], cs [T+1,B,H], acts [T,B,4H]}; hs/cs hold the state around every frame
-// (see frame_at in lstm.cpp), acts the gate activations, both kept for lstm_backward.
+// (see frame_at in lstm.cpp), acts the gate activations, both kept for lstm_backward. bf16: every GEMM takes
+// bf16 operands (float32 x and weights, rounded), the state and the accumulation stay float32 (CPU with AMX).
 std::vector<at::Tensor> lstm_forward(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
                                      const at::Tensor& bias, const at::Tensor& h0, const at::Tensor& c0,
-                                     const at::Tensor& seq_lens, int64_t direction, bool poison);
+                                     const at::Tensor& seq_lens, int64_t direction, bool bf16, bool poison);
 
 // Returns {dx, dw_ih, dw_hh, dbias, dh0, dc0}.
 std::vector<at::Tensor> lstm_backward(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
                                       const at::Tensor& seq_lens, const at::Tensor& hs, const at::Tensor& cs,
                                       const at::Tensor& acts, const at::Tensor& dy, const at::Tensor& dh_n,
-                                      const at::Tensor& dc_n, int64_t direction, bool poison);
+                                      const at::Tensor& dc_n, int64_t direction, bool bf16, bool poison);
+
+// Whether lstm_forward/backward can run with bf16 = true here (an AMX build on a CPU and OS that allow it).
+bool lstm_bf16_available();
 
 // Returns {loss [B] (inf where no alignment exists), log_probs [T,B,C], alpha [B,T,2S+1]}.
 std::vector<at::Tensor> ctc_forward(const at::Tensor& logits, const at::Tensor& targets,

@@ -225,6 +225,24 @@ def test_nativelstm_and_standardlstm_checkpoints_convert():
     torch.testing.assert_close(native(data)["output"].raw, standard(data)["output"].raw, atol=1e-6, rtol=1e-5)
 
 
+def test_rec_layer_runs_bf16_gemms_under_bf16_autocast():
+    from seqtrain import ops
+
+    if not ops.native_available() or not ops.lstm_bf16_available(torch.zeros(1), 16):
+        pytest.skip("no bf16 LSTM kernel here (needs a CPU with AMX)")
+    layers = {"output": {"class": "rec", "unit": "nativelstm", "n_out": 16, "direction": -1}}
+    torch.manual_seed(0)
+    net, data = Network(layers, EXTERN), batch([6, 2, 4])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = net(data)["output"].raw
+    layer = net.layers["output"]
+    x, lens = data["data"].raw.transpose(0, 1), data["data"].time_dim.seq_lens
+    args = (x, layer.weight_ih, layer.weight_hh, layer.bias, lens)
+    expected = ops.lstm(*args, direction=-1, bf16=True)[0].transpose(0, 1)
+    torch.testing.assert_close(y, expected, atol=0, rtol=0)
+    assert not torch.equal(y, ops.lstm(*args, direction=-1)[0].transpose(0, 1))  # not the float32 kernel
+
+
 def test_tied_embeddings_share_one_matrix():
     extern = {"data": DataSpec(7, sparse=True), "classes": DataSpec(7, sparse=True)}
     layers = {

@@ -67,27 +67,33 @@ class RecLayer(Layer):
 
     def forward(self, x: Tensor) -> Tensor:
         time = x.time_dim
-        # The recurrence runs in float32 even under autocast: our kernels take float32/64, and torch's CPU
-        # LSTM (oneDNN) fails under bf16 autocast; the layers around it still compute in bf16.
-        with torch.autocast(x.raw.device.type, enabled=False):
-            y = self.run_unit(x.raw if x.raw.dtype == torch.float64 else x.raw.float(), time.seq_lens)
+        # Under bf16 autocast our kernel runs its GEMMs in bf16 (AMX) with the state in float32, where the CPU
+        # allows it; otherwise the recurrence runs in float32 (torch's CPU LSTM fails under bf16 autocast on
+        # CPUs without AVX-512 bf16). The layers around it compute in the autocast dtype either way.
+        device = x.raw.device.type
+        bf16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
+        with torch.autocast(device, enabled=False):
+            y = self.run_unit(x.raw if x.raw.dtype == torch.float64 else x.raw.float(), time.seq_lens, bf16)
         out = Tensor(y, (x.batch_dim, time, Dim(f"{self.name}:feature", self.opts.n_out)))
         return out.zero_padding()
 
-    def run_unit(self, x: torch.Tensor, seq_lens: torch.Tensor) -> torch.Tensor:
+    def run_unit(self, x: torch.Tensor, seq_lens: torch.Tensor, bf16: bool = False) -> torch.Tensor:
         """[batch, time, in] -> [batch, time, hidden] in the layer's direction. Our kernel runs each sequence
-        backwards from its own last frame; torch's units run forward over the sequences reversed in place."""
+        backwards from its own last frame; torch's units run forward over the sequences reversed in place.
+        bf16: the kernel's GEMMs in bf16, where it can (ops.lstm_bf16_available)."""
         direction = self.opts.direction
         if self.opts.unit in ("nativelstm", "lstm") and self.use_native():
             from seqtrain import ops
 
+            x_tm = x.transpose(0, 1)
             y, _ = ops.lstm(
-                x.transpose(0, 1),
+                x_tm,
                 self.weight_ih,
                 self.weight_hh,
                 self.bias,
                 seq_lens.cpu(),
                 direction=direction,
+                bf16=bf16 and ops.lstm_bf16_available(x_tm, self.opts.n_out),
             )
             return y.transpose(0, 1)
         if direction == -1:

@@ -2,6 +2,6 @@
 
 from seqtrain.ops.build import native_available
 from seqtrain.ops.ctc import ctc_feasible, ctc_loss
-from seqtrain.ops.lstm import lstm
+from seqtrain.ops.lstm import lstm, lstm_bf16_available
 
-__all__ = ["ctc_feasible", "ctc_loss", "lstm", "native_available"]
+__all__ = ["ctc_feasible", "ctc_loss", "lstm", "lstm_bf16_available", "native_available"]

@@ -35,15 +35,18 @@ def with_cuda() -> bool:
     return torch.cuda.is_available() and cpp_extension.CUDA_HOME is not None
 
 
-# The x86 SIMD levels we compile for, best first: the /proc/cpuinfo flags each needs, and its compiler flags.
-# CPU_CAPABILITY picks ATen's Vectorized width (with SLEEF's exp/tanh/log of that width, exported by
-# libtorch_cpu), as torch's own kernels are built per capability.
+# The x86 SIMD levels we compile for, best first: the /proc/cpuinfo flags each needs, its compiler flags, and
+# the CPU_CAPABILITY that picks ATen's Vectorized width (with SLEEF's exp/tanh/log of that width, exported by
+# libtorch_cpu), as torch's own kernels are built per capability. amx adds the bf16 LSTM (gemm_amx.h).
+_AVX512 = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma"]
 _SIMD_LEVELS = {
-    "avx512": (
-        ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2", "fma"),
-        ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma"],
+    "avx512-amx": (
+        ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "amx_tile", "amx_bf16", "avx2", "fma"),
+        [*_AVX512, "-mavx512bf16", "-mamx-tile", "-mamx-bf16"],
+        "AVX512",
     ),
-    "avx2": (("avx2", "fma"), ["-mavx2", "-mfma"]),
+    "avx512": (("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2", "fma"), _AVX512, "AVX512"),
+    "avx2": (("avx2", "fma"), ["-mavx2", "-mfma"], "AVX2"),
 }
 
 
@@ -56,7 +59,7 @@ def _cpu_simd() -> str | None:
         return None
     lines = (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags"))
     flags = next(lines, [])
-    return next((name for name, (need, _) in _SIMD_LEVELS.items() if set(need) <= set(flags)), None)
+    return next((name for name, (need, _, _) in _SIMD_LEVELS.items() if set(need) <= set(flags)), None)
 
 
 def variant() -> str:
@@ -100,8 +103,8 @@ def _flags() -> tuple[list[str], list[str]]:
     if with_cuda():
         cflags.append("-DSEQTRAIN_WITH_CUDA")
     elif simd := _cpu_simd():
-        capability = simd.upper()
-        cflags += [*_SIMD_LEVELS[simd][1], f"-DCPU_CAPABILITY={capability}", f"-DCPU_CAPABILITY_{capability}"]
+        _, flags, capability = _SIMD_LEVELS[simd]
+        cflags += [*flags, f"-DCPU_CAPABILITY={capability}", f"-DCPU_CAPABILITY_{capability}"]
     return cflags, ["-O3", "-DSEQTRAIN_WITH_CUDA", "--expt-relaxed-constexpr"]
 
 

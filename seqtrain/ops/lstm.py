@@ -15,12 +15,12 @@ from seqtrain.ops import build, reference
 
 class _NativeLstm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight_ih, weight_hh, bias, h0, c0, seq_lens, direction, poison):
+    def forward(ctx, x, weight_ih, weight_hh, bias, h0, c0, seq_lens, direction, bf16, poison):
         y, hs, cs, acts = build.native_module().lstm_forward(
-            x, weight_ih, weight_hh, bias, h0, c0, seq_lens, direction, poison
+            x, weight_ih, weight_hh, bias, h0, c0, seq_lens, direction, bf16, poison
         )
         ctx.save_for_backward(x, weight_ih, weight_hh, seq_lens, hs, cs, acts)
-        ctx.direction, ctx.poison = direction, poison
+        ctx.direction, ctx.bf16, ctx.poison = direction, bf16, poison
         last = hs.shape[0] - 1 if direction > 0 else 0  # where lstm.cpp keeps the state after the last step
         return y, hs[last].clone(), cs[last].clone()
 
@@ -29,9 +29,21 @@ class _NativeLstm(torch.autograd.Function):
     def backward(ctx, dy, dh_n, dc_n):
         x, weight_ih, weight_hh, seq_lens, hs, cs, acts = ctx.saved_tensors
         grads = build.native_module().lstm_backward(
-            x, weight_ih, weight_hh, seq_lens, hs, cs, acts, dy, dh_n, dc_n, ctx.direction, ctx.poison
+            x,
+            weight_ih,
+            weight_hh,
+            seq_lens,
+            hs,
+            cs,
+            acts,
+            dy,
+            dh_n,
+            dc_n,
+            ctx.direction,
+            ctx.bf16,
+            ctx.poison,
         )
-        return (*grads, None, None, None)
+        return (*grads, None, None, None, None)
 
 
 def lstm(
@@ -45,12 +57,17 @@ def lstm(
     h0: torch.Tensor | None = None,
     c0: torch.Tensor | None = None,
     impl: str = "auto",
+    bf16: bool = False,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """One LSTM layer over x [T, B, in] (time-major) with lengths seq_lens [B] (int64).
 
     direction=-1 runs each sequence backwards from its own last real frame. Returns y [T, B, H], zero on
     padded frames, and (h_n, c_n) [B, H], the state at each sequence's last processed real frame (h0/c0 where
     the length is 0). Differentiable w.r.t. x, the weights, bias, h0 and c0.
+
+    bf16=True (native kernel on a CPU with AMX, see lstm_bf16_available): every matrix product takes bf16
+    operands (x, the weights, h and the gate gradients rounded) and accumulates in float32; gates, cell state,
+    outputs and gradients stay float32. Where that cannot run it raises; use the float32 kernel instead.
     """
     _check_args(x, weight_ih, weight_hh, bias, seq_lens, direction)
     batch, hidden = x.shape[1], weight_hh.shape[1]
@@ -59,11 +76,26 @@ def lstm(
     c0 = zeros if c0 is None else c0
     seq_lens = seq_lens.to(device="cpu", dtype=torch.int64)
     if build.resolve_impl(impl, x) == "reference":
+        if bf16:
+            raise RuntimeError("seqtrain.ops.lstm: bf16=True needs the native kernel (impl='native')")
         return reference.lstm_reference(x, weight_ih, weight_hh, bias, seq_lens, direction, h0, c0)
+    if bf16 and not lstm_bf16_available(x, hidden):
+        raise RuntimeError(
+            "seqtrain.ops.lstm: bf16=True needs float32 on a CPU with AMX (the native build's avx512-amx "
+            f"variant) and a hidden size that is a multiple of 16; here: {build.variant()}, "
+            f"{x.dtype} on {x.device}, hidden {hidden}"
+        )
     y, h_n, c_n = _NativeLstm.apply(
-        x, weight_ih, weight_hh, bias, h0, c0, seq_lens, direction, build.poison_outputs()
+        x, weight_ih, weight_hh, bias, h0, c0, seq_lens, direction, bf16, build.poison_outputs()
     )
     return y, (h_n, c_n)
+
+
+def lstm_bf16_available(x: torch.Tensor, hidden: int) -> bool:
+    """Whether lstm(..., bf16=True) runs for input like x and this hidden size."""
+    if x.dtype != torch.float32 or x.device.type != "cpu" or hidden % 16 or not build.native_available():
+        return False
+    return bool(build.native_module().lstm_bf16_available())
 
 
 def _check_args(x, weight_ih, weight_hh, bias, seq_lens, direction) -> None:
