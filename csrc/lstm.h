@@ -128,6 +128,16 @@ SEQTRAIN_HD void lstm_bwd_span(const LstmBwdStep<T>& s, int64_t b, int64_t j, in
   L::store(s.dh + k, V(0), n);
 }
 
+#ifndef __CUDACC__
+// CPU: fetches the next step's gate pre-activations of units j.. of sequence b into L2 while this step's cells
+// run. The gate buffer of all frames (written by the input projection before the loop) is far larger than
+// the caches, and the next step's recurrent GEMM would otherwise wait on memory for it.
+inline void prefetch_gates(const float* next_gates, int64_t b, int64_t j, int64_t H) {
+  if (next_gates == nullptr) return;
+  for (int64_t q = 0; q < 4; ++q) __builtin_prefetch(next_gates + b * 4 * H + q * H + j, 0, 2);
+}
+#endif
+
 // All buffers of one call, as lstm.cpp lays them out (see frame_at): gates/acts and d_gates [T, B, 4H],
 // hs and cs [T+1, B, H], y and dy [T, B, H], the carried gradients dh and dc [B, H].
 struct LstmFwdLoop {

@@ -9,6 +9,7 @@
 #include "vec_math.h"  // before lstm.h: its templates must see the Vectorized overloads
 #include "lstm.h"
 #include "gemm_amx.h"
+#include "parallel_steps.h"
 
 namespace seqtrain {
 
@@ -74,23 +75,29 @@ bool lstm_fwd_loop_amx(const LstmFwdLoop& L) {
   const float* h0 = L.hs + frame_at(0, L.T, L.direction).prev * B * H;
   for (int64_t b = 0; b < B; ++b)
     for (int64_t j = 0; j < H; j += kUnits) amx::to_bf16(h0 + b * H + j, h16.data() + b * lda + j);
-  for (int64_t step = 0; step < L.T; ++step) {
-    const Frame f = frame_at(step, L.T, L.direction);
-    const LstmFwdStep<float> s{L.gates + f.t * B * N, L.hs + f.prev * B * H, L.cs + f.prev * B * H,
-                               L.hs + f.cur * B * H,  L.cs + f.cur * B * H,  L.y + f.t * B * H,
-                               L.seq_lens,            f.t,                   B,
-                               H};
-    const bf16* h_in = h16.data() + (step % 2) * rows * lda;
-    bf16* h_out = h16.data() + ((step + 1) % 2) * rows * lda;
-    at::parallel_for(0, tiles, 1, [&](int64_t u0, int64_t u1) {
-      amx::configure();
+  parallel_steps(tiles, [&](int64_t u0, int64_t u1, const auto& barrier) {
+    amx::configure();
+    for (int64_t step = 0; step < L.T; ++step) {
+      const Frame f = frame_at(step, L.T, L.direction);
+      const LstmFwdStep<float> s{L.gates + f.t * B * N, L.hs + f.prev * B * H, L.cs + f.prev * B * H,
+                                 L.hs + f.cur * B * H,  L.cs + f.cur * B * H,  L.y + f.t * B * H,
+                                 L.seq_lens,            f.t,                   B,
+                                 H};
+      const bf16* h_in = h16.data() + (step % 2) * rows * lda;
+      bf16* h_out = h16.data() + ((step + 1) % 2) * rows * lda;
+      const float* next = step + 1 < L.T ? L.gates + frame_at(step + 1, L.T, L.direction).t * B * N : nullptr;
       for (int64_t q = 0; q < 4; ++q) amx::gemm_tiles(h_in, lda, w.data(), H, s.gates, N, B, q * tiles + u0, q * tiles + u1);
-      _tile_release();
       for_unit_tiles(
-          B, u0, u1, [&](int64_t b, int64_t j, int n) { lstm_fwd_span<Vf>(s, b, j, n); },
+          B, u0, u1,
+          [&](int64_t b, int64_t j, int n) {
+            lstm_fwd_span<Vf>(s, b, j, n);
+            prefetch_gates(next, b, j, H);
+          },
           [&](int64_t b, int64_t j) { amx::to_bf16(s.h + b * H + j, h_out + b * lda + j); });
-    });
-  }
+      barrier();  // h_out complete before any thread's next GEMM reads it
+    }
+    _tile_release();
+  });
   return true;
 }
 
@@ -100,25 +107,25 @@ bool lstm_bwd_loop_amx(const LstmBwdLoop& L) {
   const std::vector<bf16> w = pack_weights(L.w_hh, H, 1, N, H);  // op(W) = W_hh [4H, H]
   // The step's gate gradients in bf16 (4H is a multiple of 64: no K padding), rows padded to 16.
   std::vector<bf16> dg16(amx::round_up(B, amx::kRows) * N, 0);
-  for (int64_t step = L.T - 1; step >= 0; --step) {
-    const Frame f = frame_at(step, L.T, L.direction);
-    const LstmBwdStep<float> s{L.acts + f.t * B * N, L.cs + f.prev * B * H, L.cs + f.cur * B * H,
-                               L.dy + f.t * B * H,   L.dh,                  L.dc,
-                               L.d_gates + f.t * B * N, L.seq_lens,         f.t,
-                               B,                    H};
-    at::parallel_for(0, tiles, 1, [&](int64_t u0, int64_t u1) {
+  parallel_steps(tiles, [&](int64_t u0, int64_t u1, const auto& barrier) {
+    amx::configure();
+    for (int64_t step = L.T - 1; step >= 0; --step) {
+      const Frame f = frame_at(step, L.T, L.direction);
+      const LstmBwdStep<float> s{L.acts + f.t * B * N, L.cs + f.prev * B * H, L.cs + f.cur * B * H,
+                                 L.dy + f.t * B * H,   L.dh,                  L.dc,
+                                 L.d_gates + f.t * B * N, L.seq_lens,         f.t,
+                                 B,                    H};
       for_unit_tiles(
           B, u0, u1, [&](int64_t b, int64_t j, int n) { lstm_bwd_span<Vf>(s, b, j, n); },
           [&](int64_t b, int64_t j) {
             for (int64_t q = 0; q < 4; ++q) amx::to_bf16(s.d_gates + b * N + q * H + j, dg16.data() + b * N + q * H + j);
           });
-    });
-    at::parallel_for(0, tiles, 1, [&](int64_t u0, int64_t u1) {
-      amx::configure();
+      barrier();  // every unit's gate gradients before the GEMM that needs them all
       amx::gemm_tiles(dg16.data(), N, w.data(), N, s.dh, H, B, u0, u1);
-      _tile_release();
-    });
-  }
+      barrier();  // dg16 is rewritten by the next step's cell pass
+    }
+    _tile_release();
+  });
   return true;
 }
 #else

@@ -1,7 +1,8 @@
 // CPU side of the LSTM: the elementwise pass of one step (SIMD over units, at::parallel_for over sequence × unit
 // block), and the fused time loops: each thread owns a range of units, computes their four gate columns of
 // the recurrent GEMM (gemm_simd.h, W_hh packed once per call) and right after, while they are in its cache,
-// their cell update; one fork-join per step forward, two backward (the GEMM there needs every unit's gradient).
+// their cell update; one OpenMP region per call with a barrier per step forward, two backward (the GEMM there
+// needs every unit's gradient).
 #include <ATen/Parallel.h>
 
 #include <memory>
@@ -12,6 +13,7 @@
 #if defined(__AVX2__) && defined(__FMA__)
 #define SEQTRAIN_SIMD_GEMM
 #include "gemm_simd.h"
+#include "parallel_steps.h"
 #endif
 
 namespace seqtrain {
@@ -59,15 +61,6 @@ std::unique_ptr<float[]> pack_weights(const float* w, int64_t s_k, int64_t s_n, 
   return packed;
 }
 
-// Per-thread buffers for the packed rows of A (each thread packs all of A for itself: no extra barrier).
-struct PackedRows {
-  PackedRows(int64_t rows, int64_t K)
-      : size(simd::packed_a_size(rows, K)), data(uninitialized(size * at::get_num_threads())) {}
-  float* mine() const { return data.get() + size * at::get_thread_num(); }
-  int64_t size;
-  std::unique_ptr<float[]> data;
-};
-
 template <typename Span>
 void for_units(int64_t B, int64_t j0, int64_t j1, const Span& span) {
   for (int64_t b = 0; b < B; ++b)
@@ -80,20 +73,24 @@ bool lstm_fwd_loop_cpu(const LstmFwdLoop& L) {
   const int64_t B = L.B, H = L.H, N = 4 * H, blocks = H / simd::kNr;
   if (H % simd::kNr != 0 || B == 0) return false;
   const auto w = pack_weights(L.w_hh, 1, H, H, N);  // op(W) = W_hh^T [H, 4H]
-  const PackedRows rows(B, H);
-  for (int64_t step = 0; step < L.T; ++step) {
-    const Frame f = frame_at(step, L.T, L.direction);
-    const LstmFwdStep<float> s{L.gates + f.t * B * N, L.hs + f.prev * B * H, L.cs + f.prev * B * H,
-                               L.hs + f.cur * B * H,  L.cs + f.cur * B * H,  L.y + f.t * B * H,
-                               L.seq_lens,            f.t,                   B,
-                               H};
-    at::parallel_for(0, blocks, 1, [&](int64_t u0, int64_t u1) {
-      float* a = rows.mine();
-      simd::pack_a(s.h_prev, H, B, H, a);
-      for (int64_t q = 0; q < 4; ++q) simd::gemm_panels(a, w.get(), H, N, s.gates, N, B, q * blocks + u0, q * blocks + u1);
-      for_units(B, u0 * simd::kNr, u1 * simd::kNr, [&](int64_t b, int64_t j, int n) { lstm_fwd_span<Vf>(s, b, j, n); });
-    });
-  }
+  parallel_steps(blocks, [&](int64_t u0, int64_t u1, const auto& barrier) {
+    const auto a = uninitialized(simd::packed_a_size(B, H));  // this thread's packed h_prev
+    for (int64_t step = 0; step < L.T; ++step) {
+      const Frame f = frame_at(step, L.T, L.direction);
+      const LstmFwdStep<float> s{L.gates + f.t * B * N, L.hs + f.prev * B * H, L.cs + f.prev * B * H,
+                                 L.hs + f.cur * B * H,  L.cs + f.cur * B * H,  L.y + f.t * B * H,
+                                 L.seq_lens,            f.t,                   B,
+                                 H};
+      const float* next = step + 1 < L.T ? L.gates + frame_at(step + 1, L.T, L.direction).t * B * N : nullptr;
+      simd::pack_a(s.h_prev, H, B, H, a.get());
+      for (int64_t q = 0; q < 4; ++q) simd::gemm_panels(a.get(), w.get(), H, N, s.gates, N, B, q * blocks + u0, q * blocks + u1);
+      for_units(B, u0 * simd::kNr, u1 * simd::kNr, [&](int64_t b, int64_t j, int n) {
+        lstm_fwd_span<Vf>(s, b, j, n);
+        prefetch_gates(next, b, j, H);
+      });
+      barrier();  // every unit's h before the next step's GEMM reads them all
+    }
+  });
   return true;
 }
 
@@ -101,22 +98,21 @@ bool lstm_bwd_loop_cpu(const LstmBwdLoop& L) {
   const int64_t B = L.B, H = L.H, N = 4 * H, blocks = H / simd::kNr;
   if (H % simd::kNr != 0 || B == 0) return false;
   const auto w = pack_weights(L.w_hh, H, 1, N, H);  // op(W) = W_hh [4H, H]
-  const PackedRows rows(B, N);
-  for (int64_t step = L.T - 1; step >= 0; --step) {
-    const Frame f = frame_at(step, L.T, L.direction);
-    const LstmBwdStep<float> s{L.acts + f.t * B * N, L.cs + f.prev * B * H, L.cs + f.cur * B * H,
-                               L.dy + f.t * B * H,   L.dh,                  L.dc,
-                               L.d_gates + f.t * B * N, L.seq_lens,         f.t,
-                               B,                    H};
-    at::parallel_for(0, blocks, 1, [&](int64_t u0, int64_t u1) {
+  parallel_steps(blocks, [&](int64_t u0, int64_t u1, const auto& barrier) {
+    const auto a = uninitialized(simd::packed_a_size(B, N));  // this thread's packed gate gradients
+    for (int64_t step = L.T - 1; step >= 0; --step) {
+      const Frame f = frame_at(step, L.T, L.direction);
+      const LstmBwdStep<float> s{L.acts + f.t * B * N, L.cs + f.prev * B * H, L.cs + f.cur * B * H,
+                                 L.dy + f.t * B * H,   L.dh,                  L.dc,
+                                 L.d_gates + f.t * B * N, L.seq_lens,         f.t,
+                                 B,                    H};
       for_units(B, u0 * simd::kNr, u1 * simd::kNr, [&](int64_t b, int64_t j, int n) { lstm_bwd_span<Vf>(s, b, j, n); });
-    });
-    at::parallel_for(0, blocks, 1, [&](int64_t u0, int64_t u1) {
-      float* a = rows.mine();
-      simd::pack_a(s.d_gates, N, B, N, a);
-      simd::gemm_panels(a, w.get(), N, H, s.dh, H, B, u0, u1);
-    });
-  }
+      barrier();  // every unit's gate gradients before the GEMM that needs them all
+      simd::pack_a(s.d_gates, N, B, N, a.get());
+      simd::gemm_panels(a.get(), w.get(), N, H, s.dh, H, B, u0, u1);
+      barrier();  // dh complete before the next step's cells read it
+    }
+  });
   return true;
 }
 #else
