@@ -154,6 +154,26 @@ struct LstmBwdLoop {
   int64_t T, B, H, direction;
 };
 
+// Loop step `step` of a call: the step's view of the loop's buffers (frame_at gives its frame and states).
+inline LstmFwdStep<float> fwd_step(const LstmFwdLoop& L, int64_t step) {
+  const Frame f = frame_at(step, L.T, L.direction);
+  const int64_t BH = L.B * L.H;
+  return {L.gates + f.t * 4 * BH, L.hs + f.prev * BH, L.cs + f.prev * BH, L.hs + f.cur * BH,
+          L.cs + f.cur * BH,      L.y + f.t * BH,     L.seq_lens,         f.t,
+          L.B,                    L.H};
+}
+inline LstmBwdStep<float> bwd_step(const LstmBwdLoop& L, int64_t step) {
+  const Frame f = frame_at(step, L.T, L.direction);
+  const int64_t BH = L.B * L.H;
+  return {L.acts + f.t * 4 * BH, L.cs + f.prev * BH, L.cs + f.cur * BH, L.dy + f.t * BH, L.dh,
+          L.dc,                  L.d_gates + f.t * 4 * BH, L.seq_lens,  f.t,              L.B,
+          L.H};
+}
+// The gate buffer of the step after `step` (forward), for prefetch_gates; null after the last.
+inline const float* next_gates(const LstmFwdLoop& L, int64_t step) {
+  return step + 1 < L.T ? L.gates + frame_at(step + 1, L.T, L.direction).t * 4 * L.B * L.H : nullptr;
+}
+
 // The whole time loop on CPU with the recurrent GEMM and the cell pass fused per thread (lstm_cpu.cpp).
 // False where that path does not apply (no AVX2/FMA build, H not a multiple of 16); the caller then runs the
 // generic per-step loop.

@@ -78,14 +78,10 @@ bool lstm_fwd_loop_amx(const LstmFwdLoop& L) {
   parallel_steps(tiles, [&](int64_t u0, int64_t u1, const auto& barrier) {
     amx::configure();
     for (int64_t step = 0; step < L.T; ++step) {
-      const Frame f = frame_at(step, L.T, L.direction);
-      const LstmFwdStep<float> s{L.gates + f.t * B * N, L.hs + f.prev * B * H, L.cs + f.prev * B * H,
-                                 L.hs + f.cur * B * H,  L.cs + f.cur * B * H,  L.y + f.t * B * H,
-                                 L.seq_lens,            f.t,                   B,
-                                 H};
+      const LstmFwdStep<float> s = fwd_step(L, step);
       const bf16* h_in = h16.data() + (step % 2) * rows * lda;
       bf16* h_out = h16.data() + ((step + 1) % 2) * rows * lda;
-      const float* next = step + 1 < L.T ? L.gates + frame_at(step + 1, L.T, L.direction).t * B * N : nullptr;
+      const float* next = next_gates(L, step);
       for (int64_t q = 0; q < 4; ++q) amx::gemm_tiles(h_in, lda, w.data(), H, s.gates, N, B, q * tiles + u0, q * tiles + u1);
       for_unit_tiles(
           B, u0, u1,
@@ -110,11 +106,7 @@ bool lstm_bwd_loop_amx(const LstmBwdLoop& L) {
   parallel_steps(tiles, [&](int64_t u0, int64_t u1, const auto& barrier) {
     amx::configure();
     for (int64_t step = L.T - 1; step >= 0; --step) {
-      const Frame f = frame_at(step, L.T, L.direction);
-      const LstmBwdStep<float> s{L.acts + f.t * B * N, L.cs + f.prev * B * H, L.cs + f.cur * B * H,
-                                 L.dy + f.t * B * H,   L.dh,                  L.dc,
-                                 L.d_gates + f.t * B * N, L.seq_lens,         f.t,
-                                 B,                    H};
+      const LstmBwdStep<float> s = bwd_step(L, step);
       for_unit_tiles(
           B, u0, u1, [&](int64_t b, int64_t j, int n) { lstm_bwd_span<Vf>(s, b, j, n); },
           [&](int64_t b, int64_t j) {

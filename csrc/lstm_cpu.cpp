@@ -76,12 +76,8 @@ bool lstm_fwd_loop_cpu(const LstmFwdLoop& L) {
   parallel_steps(blocks, [&](int64_t u0, int64_t u1, const auto& barrier) {
     const auto a = uninitialized(simd::packed_a_size(B, H));  // this thread's packed h_prev
     for (int64_t step = 0; step < L.T; ++step) {
-      const Frame f = frame_at(step, L.T, L.direction);
-      const LstmFwdStep<float> s{L.gates + f.t * B * N, L.hs + f.prev * B * H, L.cs + f.prev * B * H,
-                                 L.hs + f.cur * B * H,  L.cs + f.cur * B * H,  L.y + f.t * B * H,
-                                 L.seq_lens,            f.t,                   B,
-                                 H};
-      const float* next = step + 1 < L.T ? L.gates + frame_at(step + 1, L.T, L.direction).t * B * N : nullptr;
+      const LstmFwdStep<float> s = fwd_step(L, step);
+      const float* next = next_gates(L, step);
       simd::pack_a(s.h_prev, H, B, H, a.get());
       for (int64_t q = 0; q < 4; ++q) simd::gemm_panels(a.get(), w.get(), H, N, s.gates, N, B, q * blocks + u0, q * blocks + u1);
       for_units(B, u0 * simd::kNr, u1 * simd::kNr, [&](int64_t b, int64_t j, int n) {
@@ -101,11 +97,7 @@ bool lstm_bwd_loop_cpu(const LstmBwdLoop& L) {
   parallel_steps(blocks, [&](int64_t u0, int64_t u1, const auto& barrier) {
     const auto a = uninitialized(simd::packed_a_size(B, N));  // this thread's packed gate gradients
     for (int64_t step = L.T - 1; step >= 0; --step) {
-      const Frame f = frame_at(step, L.T, L.direction);
-      const LstmBwdStep<float> s{L.acts + f.t * B * N, L.cs + f.prev * B * H, L.cs + f.cur * B * H,
-                                 L.dy + f.t * B * H,   L.dh,                  L.dc,
-                                 L.d_gates + f.t * B * N, L.seq_lens,         f.t,
-                                 B,                    H};
+      const LstmBwdStep<float> s = bwd_step(L, step);
       for_units(B, u0 * simd::kNr, u1 * simd::kNr, [&](int64_t b, int64_t j, int n) { lstm_bwd_span<Vf>(s, b, j, n); });
       barrier();  // every unit's gate gradients before the GEMM that needs them all
       simd::pack_a(s.d_gates, N, B, N, a.get());

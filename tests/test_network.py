@@ -257,3 +257,13 @@ def test_tied_embeddings_share_one_matrix():
     ):
         hidden = {"class": "linear", "n_out": 6, "from": "embed"}
         Network({**layers, "hidden": hidden, "output": {**layers["output"], "from": "hidden"}}, extern)
+
+
+def test_reverse_padded_reverses_within_lengths_and_its_gradient_is_exact():
+    from seqtrain.layers.rec import reverse_padded
+
+    x = torch.arange(8.0).view(2, 4, 1)
+    lens = torch.tensor([4, 2])
+    assert reverse_padded(x, lens)[:, :, 0].tolist() == [[3, 2, 1, 0], [5, 4, 6, 7]]
+    x = torch.randn(3, 5, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: reverse_padded(t, torch.tensor([5, 1, 3])), (x,))

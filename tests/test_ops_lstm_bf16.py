@@ -17,22 +17,9 @@ def need_bf16():
         )
 
 
-def rounded(t):
-    return t.bfloat16().float()
-
-
 def emulated(x, w_ih, w_hh, bias, lens, direction, h0, c0):
-    """The kernel's arithmetic in float32: GEMM operands rounded to bf16, everything else float32."""
-    xw = rounded(x) @ rounded(w_ih).T + bias
-    valid = (torch.arange(x.shape[0])[:, None] < lens[None, :]).unsqueeze(-1)
-    h, c, ys = h0, c0, [None] * x.shape[0]
-    for t in range(x.shape[0]) if direction > 0 else reversed(range(x.shape[0])):
-        a_i, a_f, a_g, a_o = (xw[t] + rounded(h) @ rounded(w_hh).T).chunk(4, 1)
-        c_new = torch.sigmoid(a_f) * c + torch.sigmoid(a_i) * torch.tanh(a_g)
-        h_new = torch.sigmoid(a_o) * torch.tanh(c_new)
-        c, h = torch.where(valid[t], c_new, c), torch.where(valid[t], h_new, h)
-        ys[t] = torch.where(valid[t], h_new, torch.zeros_like(h_new))
-    return torch.stack(ys), (h, c)
+    """The kernel's arithmetic in float32 (GEMM operands rounded to bf16): the reference with bf16=True."""
+    return ops.lstm(x, w_ih, w_hh, bias, lens, direction=direction, h0=h0, c0=c0, impl="reference", bf16=True)
 
 
 def make(seed, T, B, n_in, H):
@@ -97,6 +84,16 @@ def test_bf16_refuses_what_it_cannot_run():
     x, lens, (w_ih, w_hh, bias), _ = make(0, 5, 3, 4, 6)  # H = 6: not a multiple of 16
     with pytest.raises(RuntimeError, match="multiple of 16"):
         ops.lstm(x, w_ih, w_hh, bias, lens, bf16=True)
-    x, lens, (w_ih, w_hh, bias), _ = make(0, 5, 3, 4, 16)
-    with pytest.raises(RuntimeError, match="needs the native kernel"):
-        ops.lstm(x, w_ih, w_hh, bias, lens, bf16=True, impl="reference")
+    assert not ops.lstm_bf16_available(x.double(), 16)
+
+
+def test_reference_bf16_rounds_only_the_matrix_product_operands():
+    x, lens, (w_ih, w_hh, bias), (h0, c0) = make(3, 4, 2, 3, 2)
+    y, (h, c) = ops.lstm(x, w_ih, w_hh, bias, lens, h0=h0, c0=c0, impl="reference", bf16=True)
+    r = lambda t: t.bfloat16().float()  # noqa: E731
+    a_i, a_f, a_g, a_o = (r(x[0]) @ r(w_ih).T + bias + r(h0) @ r(w_hh).T).chunk(4, 1)  # by hand, frame 0
+    c1 = torch.sigmoid(a_f) * c0 + torch.sigmoid(a_i) * torch.tanh(a_g)
+    expected = torch.sigmoid(a_o) * torch.tanh(c1)
+    torch.testing.assert_close(y[0], torch.where(lens[:, None] > 0, expected, torch.zeros_like(expected)))
+    float32 = ops.lstm(x, w_ih, w_hh, bias, lens, h0=h0, c0=c0, impl="reference")[0]
+    assert not torch.equal(y, float32)

@@ -27,12 +27,30 @@ class RecOptions(LayerOptions):
     direction: int = opt(1, "1: forward in time, -1: backward (each sequence from its own last frame)")
 
 
-def reverse_padded(x: torch.Tensor, seq_lens: torch.Tensor) -> torch.Tensor:
-    """Reverse each sequence of [batch, time, ...] within its length; padding stays in place."""
+def _reverse_gather(x: torch.Tensor, seq_lens: torch.Tensor) -> torch.Tensor:
     steps = torch.arange(x.shape[1], device=x.device)[None, :]
     lens = seq_lens[:, None].to(x.device)
     idx = torch.where(steps < lens, lens - 1 - steps, steps)
     return x.gather(1, idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand_as(x))
+
+
+class _ReversePadded(torch.autograd.Function):
+    """The reversal is its own inverse, so its gradient is the same gather (not gather's scatter_add)."""
+
+    @staticmethod
+    def forward(ctx, x, seq_lens):
+        ctx.save_for_backward(seq_lens)
+        return _reverse_gather(x, seq_lens)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (seq_lens,) = ctx.saved_tensors
+        return _reverse_gather(grad, seq_lens), None
+
+
+def reverse_padded(x: torch.Tensor, seq_lens: torch.Tensor) -> torch.Tensor:
+    """Reverse each sequence of [batch, time, ...] within its length; padding stays in place."""
+    return _ReversePadded.apply(x, seq_lens)
 
 
 @LAYERS.register("rec", RecOptions)
@@ -72,10 +90,11 @@ class RecLayer(Layer):
         # CPUs without AVX-512 bf16). The layers around it compute in the autocast dtype either way.
         device = x.raw.device.type
         bf16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
+        native = self.opts.unit in ("nativelstm", "lstm") and self.use_native()
         with torch.autocast(device, enabled=False):
             y = self.run_unit(x.raw if x.raw.dtype == torch.float64 else x.raw.float(), time.seq_lens, bf16)
         out = Tensor(y, (x.batch_dim, time, Dim(f"{self.name}:feature", self.opts.n_out)))
-        return out.zero_padding()
+        return out if native else out.zero_padding()  # our kernel writes zeros on padded frames itself
 
     def run_unit(self, x: torch.Tensor, seq_lens: torch.Tensor, bf16: bool = False) -> torch.Tensor:
         """[batch, time, in] -> [batch, time, hidden] in the layer's direction. Our kernel runs each sequence

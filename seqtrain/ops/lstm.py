@@ -67,7 +67,8 @@ def lstm(
 
     bf16=True (native kernel on a CPU with AMX, see lstm_bf16_available): every matrix product takes bf16
     operands (x, the weights, h and the gate gradients rounded) and accumulates in float32; gates, cell state,
-    outputs and gradients stay float32. Where that cannot run it raises; use the float32 kernel instead.
+    outputs and gradients stay float32. The reference computes the same rounding (slowly); the native kernel
+    raises where it cannot run it.
     """
     _check_args(x, weight_ih, weight_hh, bias, seq_lens, direction)
     batch, hidden = x.shape[1], weight_hh.shape[1]
@@ -76,9 +77,7 @@ def lstm(
     c0 = zeros if c0 is None else c0
     seq_lens = seq_lens.to(device="cpu", dtype=torch.int64)
     if build.resolve_impl(impl, x) == "reference":
-        if bf16:
-            raise RuntimeError("seqtrain.ops.lstm: bf16=True needs the native kernel (impl='native')")
-        return reference.lstm_reference(x, weight_ih, weight_hh, bias, seq_lens, direction, h0, c0)
+        return reference.lstm_reference(x, weight_ih, weight_hh, bias, seq_lens, direction, h0, c0, bf16)
     if bf16 and not lstm_bf16_available(x, hidden):
         raise RuntimeError(
             "seqtrain.ops.lstm: bf16=True needs float32 on a CPU with AMX (the native build's avx512-amx "

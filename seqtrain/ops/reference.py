@@ -12,14 +12,17 @@ import torch
 _LOG_ZERO = -1e30
 
 
-def lstm_reference(x, weight_ih, weight_hh, bias, seq_lens, direction, h0, c0):
-    """A loop over frames with masking: padded frames carry the state and output zero (see ops.lstm)."""
-    xw = torch.nn.functional.linear(x, weight_ih, bias)
+def lstm_reference(x, weight_ih, weight_hh, bias, seq_lens, direction, h0, c0, bf16=False):
+    """A loop over frames with masking: padded frames carry the state and output zero (see ops.lstm).
+    bf16: the matrix products' operands rounded to bf16, everything else float32, as the native kernel."""
+    r = (lambda t: t.bfloat16().to(t.dtype)) if bf16 else (lambda t: t)
+    xw = torch.nn.functional.linear(r(x), r(weight_ih), bias)
+    w_hh_t = r(weight_hh).t()
     valid = (torch.arange(x.shape[0])[:, None] < seq_lens[None, :]).to(x.device).unsqueeze(-1)
     h, c, ys = h0, c0, [None] * x.shape[0]
     frames = range(x.shape[0]) if direction > 0 else reversed(range(x.shape[0]))
     for t in frames:
-        a_i, a_f, a_g, a_o = (xw[t] + h @ weight_hh.t()).chunk(4, dim=1)
+        a_i, a_f, a_g, a_o = (xw[t] + r(h) @ w_hh_t).chunk(4, dim=1)
         c_new = torch.sigmoid(a_f) * c + torch.sigmoid(a_i) * torch.tanh(a_g)
         h_new = torch.sigmoid(a_o) * torch.tanh(c_new)
         c, h = torch.where(valid[t], c_new, c), torch.where(valid[t], h_new, h)
