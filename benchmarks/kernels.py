@@ -198,6 +198,21 @@ def main() -> None:
                     f"{1e3 * fb:15.1f} {t['torch fwd+bwd'] / fb:7.2f} {t['torch bf16 fwd+bwd'] / fb:7.2f}"
                 )
 
+    if args.only != "lstm":
+        print("\nCTC from logits: ours vs F.log_softmax + F.ctc_loss")
+        print(
+            f"{'T':>4} {'B':>3} {'C':>5} {'S':>3} | {'fwd ms ours/torch':>18} {'×':>5} | "
+            f"{'fwd+bwd ms ours/torch':>22} {'×':>5}"
+        )
+        for size in CTC_QUICK if args.quick else CTC_SIZES:
+            t = bench_ctc(size, args.reps)
+            print(
+                f"{size[0]:>4} {size[1]:>3} {size[2]:>5} {size[3]:>3} | {1e3 * t['ours fwd']:8.2f} "
+                f"{1e3 * t['torch fwd']:8.2f}  {t['torch fwd'] / t['ours fwd']:5.2f} | "
+                f"{1e3 * t['ours fwd+bwd']:10.2f} {1e3 * t['torch fwd+bwd']:10.2f}  "
+                f"{t['torch fwd+bwd'] / t['ours fwd+bwd']:5.2f}"
+            )
+
 
 if __name__ == "__main__":
     main()
