@@ -234,6 +234,11 @@ class TaskConfig:
         "cleanup_old_models, initialize_model, nop_init_net_train, nop",
     )
     load_epoch: int | None = opt(None, "checkpoint epoch to load (eval etc.; default: the last one)")
+    load_file: str | None = opt(
+        None,
+        "checkpoint file to load instead of an epoch, relative to the model dir (averaged.pt, best.pt); "
+        "outputs are then named by its stem",
+    )
     eval_datasets: list[str] = opt(factory=lambda: ["dev", "eval"], help="datasets task=eval scores")
     dataset: str | None = opt(
         None, "the dataset a single-dataset task reads: train, dev, eval (default: dump train, analyze dev)"

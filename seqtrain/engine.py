@@ -102,7 +102,10 @@ class Engine:
         return path
 
     def load_checkpoint(self, epoch: int, model_only: bool = False) -> None:
-        path = checkpoint.checkpoint_path(self.model_dir, epoch)
+        self.load_checkpoint_file(checkpoint.checkpoint_path(self.model_dir, epoch), model_only)
+
+    def load_checkpoint_file(self, path: Path, model_only: bool = False) -> None:
+        """A checkpoint by path (e.g. models/averaged.pt, which holds the model only: load it model_only)."""
         state = checkpoint.load(path, self.device)
         if self.pretrain:  # a checkpoint from a pretrain stage holds that stage's network
             self.use_layers(self.pretrain.layers_for_epoch(max(state["epoch"], 1)), carry_over=False)

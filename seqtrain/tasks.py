@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from seqtrain import checkpoint
@@ -77,20 +78,41 @@ def epoch_to_load(exp) -> int:
     return epochs[-1]
 
 
-@task("eval")
-def evaluate(exp) -> None:
-    """Score the dev/eval datasets with checkpoint `task.load_epoch` (default: the last one)."""
+@dataclass(frozen=True)
+class Loaded:
+    """What a model task loaded: the checkpoint's epoch, and the name its outputs carry."""
+
+    epoch: int
+    name: str  # epoch.003, or the stem of task.load_file (averaged, best)
+
+
+def load_for_task(exp) -> Loaded:
+    """Load `task.load_file`, else checkpoint `task.load_epoch` (default: the last), model only."""
     engine = exp.engine
+    if exp.cfg.task.load_file:
+        path = Path(exp.cfg.task.load_file)
+        path = path if path.is_absolute() else engine.model_dir / path
+        engine.load_checkpoint_file(path, model_only=True)
+        return Loaded(engine.epoch, path.name.removesuffix(".pt"))
     epoch = epoch_to_load(exp)
     engine.load_checkpoint(epoch, model_only=True)
+    return Loaded(epoch, f"epoch.{epoch:03d}")
+
+
+@task("eval")
+def evaluate(exp) -> None:
+    """Score the dev/eval datasets with `task.load_file` or checkpoint `task.load_epoch` (default: last)."""
+    engine = exp.engine
+    loaded = load_for_task(exp)
     names = [n for n in exp.cfg.task.eval_datasets if exp.datasets.get(n) is not None]
     if not names:
         raise ConfigError(f"task.eval_datasets: none of {list(exp.cfg.task.eval_datasets)} is configured")
     scores = engine.score_datasets(names)
-    out = engine.run_dir / "eval" / f"epoch.{epoch:03d}.json"
+    out = engine.run_dir / "eval" / f"{loaded.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"epoch": epoch, "scores": scores}, indent=2) + "\n")
-    log.info("epoch %d: %s (written to %s)", epoch, " ".join(f"{k} {v:.4g}" for k, v in scores.items()), out)
+    out.write_text(json.dumps({"epoch": loaded.epoch, "scores": scores}, indent=2) + "\n")
+    scores_text = " ".join(f"{k} {v:.4g}" for k, v in scores.items())
+    log.info("%s: %s (written to %s)", loaded.name, scores_text, out)
 
 
 @task("dump")

@@ -1,8 +1,8 @@
 """Tasks for recognition models: `search` (CTC decoding and WER/CER), `forward` (layer outputs to a RETURNN
 HDF file), `compute_priors` (log average posteriors for hybrid decoding).
 
-Each loads checkpoint `task.load_epoch` (default: the last of the run) and reads its own options group,
-`task.search`, `task.forward` or `task.priors` (dataclasses in seqtrain/config.py).
+Each loads `task.load_file` or checkpoint `task.load_epoch` (default: the last of the run) and reads its own
+options group, `task.search`, `task.forward` or `task.priors` (dataclasses in seqtrain/config.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from seqtrain.search import (
     greedy_decode,
     labels_to_text,
 )
-from seqtrain.tasks import epoch_to_load, task
+from seqtrain.tasks import Loaded, load_for_task, task
 from seqtrain.wer import ErrorStats, chars, words
 
 log = logging.getLogger(__name__)
@@ -34,13 +34,11 @@ log = logging.getLogger(__name__)
 # --- shared ---
 
 
-def load_model(exp) -> int:
-    """Load checkpoint `task.load_epoch` (default: the last) into the engine's network; returns the epoch."""
-    engine = exp.engine
-    epoch = epoch_to_load(exp)
-    engine.load_checkpoint(epoch, model_only=True)
-    engine.network.eval()
-    return epoch
+def load_model(exp) -> Loaded:
+    """Load `task.load_file` or checkpoint `task.load_epoch` (default: the last) into the engine's network."""
+    loaded = load_for_task(exp)
+    exp.engine.network.eval()
+    return loaded
 
 
 def check_dataset_and_layer(exp, where: str, dataset: str, layer: str) -> None:
@@ -84,15 +82,15 @@ def search(exp) -> None:
     check_dataset_and_layer(exp, "task.search", opts.dataset, opts.output_layer)
     if opts.decoder not in ("greedy", "beam"):
         raise ConfigError(f"task.search.decoder: unknown {opts.decoder!r}; known: greedy, beam")
-    epoch = load_model(exp)
+    loaded = load_model(exp)
     layer = exp.network.layers[opts.output_layer]
     target = layer.opts.target
     vocab = exp.network.extern_data[target].vocab if target in exp.network.extern_data else None
     lm = load_lm(exp, opts, vocab) if opts.lm_run_dir else None
-    results = decode_dataset(exp, opts, epoch, lm)
-    prefix = Path(exp.run_dir) / "search" / f"{opts.dataset}.epoch.{epoch:03d}"
-    summary = write_search_outputs(prefix, results, vocab, {"epoch": epoch, "dataset": opts.dataset})
-    log.info("search %s epoch %d: %s (written to %s.*)", opts.dataset, epoch, summary, prefix)
+    results = decode_dataset(exp, opts, loaded.epoch, lm)
+    prefix = Path(exp.run_dir) / "search" / f"{opts.dataset}.{loaded.name}"
+    summary = write_search_outputs(prefix, results, vocab, {"epoch": loaded.epoch, "dataset": opts.dataset})
+    log.info("search %s %s: %s (written to %s.*)", opts.dataset, loaded.name, summary, prefix)
 
 
 def decode_dataset(exp, opts: SearchConfig, epoch: int, lm: NetworkLM | None) -> list[SeqResult]:
@@ -211,8 +209,9 @@ def forward(exp) -> None:
     check_dataset_and_layer(exp, "task.forward", opts.dataset, opts.output_layer)
     if opts.output not in ("output", "log_softmax", "logits"):
         raise ConfigError(f"task.forward.output: unknown {opts.output!r}; known: output, log_softmax, logits")
-    epoch = load_model(exp)
-    default = Path(exp.run_dir) / "forward" / f"{opts.dataset}.{opts.output_layer}.epoch.{epoch:03d}.hdf"
+    loaded = load_model(exp)
+    epoch = loaded.epoch
+    default = Path(exp.run_dir) / "forward" / f"{opts.dataset}.{opts.output_layer}.{loaded.name}.hdf"
     path = Path(opts.output_file) if opts.output_file else default
     dim = exp.network.specs[opts.output_layer].dim
     num = 0
@@ -223,9 +222,9 @@ def forward(exp) -> None:
                 writer.insert(tag, {"data": seq[:n]})
                 num += 1
     log.info(
-        "forward %s epoch %d: %d sequences of layer %s written to %s",
+        "forward %s %s: %d sequences of layer %s written to %s",
         opts.dataset,
-        epoch,
+        loaded.name,
         num,
         opts.output_layer,
         path,
@@ -255,9 +254,9 @@ def compute_priors(exp) -> None:
     value per line (RETURNN: numpy.savetxt of the log average posteriors)."""
     opts = exp.cfg.task.priors
     check_dataset_and_layer(exp, "task.priors", opts.dataset, opts.output_layer)
-    epoch = load_model(exp)
+    loaded = load_model(exp)
     sums, frames = None, 0
-    for _, _, outputs in run_batches(exp, opts.dataset, epoch):
+    for _, _, outputs in run_batches(exp, opts.dataset, loaded.epoch):
         out = outputs[opts.output_layer]
         probs = torch.exp(ctc_log_probs(out)).double()[out.mask()]
         sums = probs.sum(0) if sums is None else sums + probs.sum(0)
@@ -266,11 +265,11 @@ def compute_priors(exp) -> None:
         raise ConfigError(f"task.priors.dataset: {opts.dataset} gave no frames")
     average = (sums / frames).cpu().numpy()
     log.info("compute_priors: prior sum in std-space (should be close to 1.0): %.6f", average.sum())
-    default = Path(exp.run_dir) / "priors" / f"{opts.output_layer}.epoch.{epoch:03d}.txt"
+    default = Path(exp.run_dir) / "priors" / f"{opts.output_layer}.{loaded.name}.txt"
     path = Path(opts.output_file) if opts.output_file else default
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         np.savetxt(f, np.log(average), delimiter=" ")
     log.info(
-        "compute_priors %s epoch %d: %d frames, log priors written to %s", opts.dataset, epoch, frames, path
+        "compute_priors %s %s: %d frames, log priors written to %s", opts.dataset, loaded.name, frames, path
     )

@@ -21,7 +21,7 @@ from seqtrain.errors import CheckpointError, ConfigError
 from seqtrain.layers.loss import aligned_mask, logits_of
 from seqtrain.lr_control import LearningRateControl, build_lr_control
 from seqtrain.scores import ScoreAccumulator
-from seqtrain.tasks import epoch_to_load, task
+from seqtrain.tasks import load_for_task, task
 
 log = logging.getLogger(__name__)
 
@@ -163,16 +163,16 @@ def analyze(exp) -> None:
         configured = [k for k, ds in exp.datasets.items() if ds is not None]
         raise ConfigError(f"task.dataset: no dataset {name!r} configured; configured: {configured}")
     engine = exp.engine
-    epoch = epoch_to_load(exp)
-    engine.load_checkpoint(epoch, model_only=True)
+    loaded = load_for_task(exp)
+    epoch = loaded.epoch
     analysis = run_analysis(engine, name, exp.cfg.task.analyze_histogram_bins, exp.cfg.engine.log_interval)
     report = {"dataset": name, "epoch": epoch, **analysis.summary(name)}
-    out = Path(exp.run_dir) / "analyze" / f"{name}.epoch.{epoch:03d}"
+    out = Path(exp.run_dir) / "analyze" / f"{name}.{loaded.name}"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_name(out.name + ".json").write_text(json.dumps(report, indent=2) + "\n")
     out.with_name(out.name + ".txt").write_text(format_report(report))
     write_tensorboard(engine.tb.writer, analysis, name, epoch)
-    log.info("analyze %s, epoch %d:\n%s(written to %s.{txt,json})", name, epoch, format_report(report), out)
+    log.info("analyze %s, %s:\n%s(written to %s.{txt,json})", name, loaded.name, format_report(report), out)
 
 
 @torch.no_grad()

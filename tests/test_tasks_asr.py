@@ -14,7 +14,7 @@ import seqtrain.layers.ctc  # noqa: F401  (registers until layers/__init__ impor
 from seqtrain.app import Experiment
 from seqtrain.config import ForwardConfig, PriorsConfig, SearchConfig
 from seqtrain.datasets.base import Dataset, DatasetOptions, DataSpec
-from seqtrain.errors import ConfigError
+from seqtrain.errors import CheckpointError, ConfigError
 from seqtrain.tasks import run_task
 from tests.conftest import compose
 
@@ -105,6 +105,21 @@ def test_search_gives_the_transcripts_back(trained, decoder):
         0,
     ]
     assert (out / "errs-wer-dev.epoch.030.txt").read_text().startswith("%WER = 0.00\n")
+
+
+def test_search_decodes_an_averaged_checkpoint_by_file(trained):
+    exp = experiment(trained)
+    exp.cfg.task.average_epochs = [30]
+    run_task("average_checkpoints", exp)
+    exp = experiment(trained, search=SearchConfig(dataset="dev"))
+    exp.cfg.task.load_file = "averaged.pt"
+    run_task("search", exp)
+    hyps = (trained / "search" / "dev.averaged.hyp.txt").read_text().splitlines()
+    assert dict(line.split("\t") for line in hyps) == {f"tiny/{i}": t for i, t in enumerate(TRANSCRIPTS)}
+    exp = experiment(trained, search=SearchConfig(dataset="dev"))
+    exp.cfg.task.load_file = "missing.pt"
+    with pytest.raises(CheckpointError, match="missing.pt: checkpoint not found"):
+        run_task("search", exp)
 
 
 def test_search_option_errors(trained):
