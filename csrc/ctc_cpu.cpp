@@ -21,6 +21,23 @@ void for_lanes(int64_t L, const F& f) {
   for (int64_t s = 0; s < L; s += W) f(s, static_cast<int>(std::min<int64_t>(W, L - s)));
 }
 
+// The class of every extended label l'_s of one sequence, padded with class 0 to whole SIMD vectors, so the
+// emissions of a vector of states are one gather.
+template <typename T>
+vector<at::vec::int_same_size_t<T>> extended_labels(const int64_t* tg, int64_t L, int64_t blank) {
+  constexpr int64_t W = at::vec::Vectorized<T>::size();
+  vector<at::vec::int_same_size_t<T>> labels(L + W, 0);
+  for (int64_t s = 0; s < L; ++s) labels[s] = static_cast<at::vec::int_same_size_t<T>>(ctc_label(tg, s, blank));
+  return labels;
+}
+
+// lp[l'_s] for the vector of states from s.
+template <typename T>
+at::vec::Vectorized<T> emissions(const T* lp, const vector<at::vec::int_same_size_t<T>>& labels, int64_t s) {
+  using I = at::vec::Vectorized<at::vec::int_same_size_t<T>>;
+  return at::vec::gather<sizeof(T)>(lp, I::loadu(labels.data() + s));
+}
+
 // Additive skip mask of one sequence, offset kPad: 0 where l'_s may be entered from l'_{s-2}, else -inf.
 template <typename T>
 vector<T> skip_mask(const int64_t* tg, int64_t L) {
@@ -44,16 +61,16 @@ void alpha_seq(const CtcArgs<T>& a, int64_t b) {
   const T* lp = a.log_probs + b * a.classes;
   const int64_t frame = a.batch * a.classes;
   const vector<T> skip = skip_mask<T>(tg, L);
-  vector<T> prev(L + 2 * kPad, neg_inf<T>()), cur(prev), emit(L);
-  for (int64_t s = 0; s < L; ++s) al[s] = prev[kPad + s] = ctc_alpha_init(s, lp[ctc_label(tg, s, a.blank)]);
+  const auto labels = extended_labels<T>(tg, L, a.blank);
+  vector<T> prev(L + 2 * kPad, neg_inf<T>()), cur(prev);
+  for (int64_t s = 0; s < L; ++s) al[s] = prev[kPad + s] = ctc_alpha_init(s, lp[labels[s]]);
   for (int64_t t = 1; t < Tb; ++t) {
     const T* lpt = lp + t * frame;
-    for (int64_t s = 0; s < L; ++s) emit[s] = lpt[ctc_label(tg, s, a.blank)];
     const T* p = prev.data() + kPad;
     T* row = al + t * Lmax;
     for_lanes<T>(L, [&](int64_t s, int n) {
       const V skipped = Ln::load(p + s - 2, n) + Ln::load(skip.data() + kPad + s, n);
-      const V v = log_sum_exp3(Ln::load(p + s, n), Ln::load(p + s - 1, n), skipped) + Ln::load(emit.data() + s, n);
+      const V v = log_sum_exp3(Ln::load(p + s, n), Ln::load(p + s - 1, n), skipped) + emissions(lpt, labels, s);
       Ln::store(cur.data() + kPad + s, v, n);
       Ln::store(row + s, v, n);
     });
@@ -81,12 +98,15 @@ void grad_seq(const CtcArgs<T>& a, int64_t b) {
   const T* al = a.alpha + b * a.max_time * Lmax;
   const int64_t frame = a.batch * a.classes;
   const vector<T> skip = skip_mask<T>(tg, L);
+  const auto labels = extended_labels<T>(tg, L, a.blank);
   vector<T> beta(L), q(L + 2 * kPad, neg_inf<T>()), occ(L);  // q: beta_{t+1}(s) + lp_{t+1}(l'_s), -inf after L
   for (int64_t s = 0; s < L; ++s) beta[s] = ctc_beta_init<T>(s, L);
   for (int64_t t = Tb - 1; t >= 0; --t) {
     const T* lpt = a.log_probs + t * frame + b * a.classes;
     if (t < Tb - 1) {
-      for (int64_t s = 0; s < L; ++s) q[s] = beta[s] + lpt[frame + ctc_label(tg, s, a.blank)];
+      for_lanes<T>(L, [&](int64_t s, int n) {
+        Ln::store(q.data() + s, Ln::load(beta.data() + s, n) + emissions(lpt + frame, labels, s), n);
+      });
       for_lanes<T>(L, [&](int64_t s, int n) {
         const V skipped = Ln::load(q.data() + s + 2, n) + Ln::load(skip.data() + kPad + s + 2, n);
         Ln::store(beta.data() + s, log_sum_exp3(Ln::load(q.data() + s, n), Ln::load(q.data() + s + 1, n), skipped), n);
@@ -98,7 +118,11 @@ void grad_seq(const CtcArgs<T>& a, int64_t b) {
     });
     T* gt = a.grad + t * frame + b * a.classes;
     at::vec::map([g](V x) { return st_exp(x) * V(g); }, gt, lpt, a.classes);
-    for (int64_t s = 0; s < L; ++s) gt[ctc_label(tg, s, a.blank)] -= occ[s];
+    // Every even state is the blank: one subtraction of their sum; the labels one by one (they may repeat).
+    T blank_occ = 0;
+    for (int64_t s = 0; s < L; s += 2) blank_occ += occ[s];
+    gt[a.blank] -= blank_occ;
+    for (int64_t s = 1; s < L; s += 2) gt[tg[s / 2]] -= occ[s];
   }
 }
 
