@@ -72,9 +72,10 @@ def variant() -> str:
 
 @functools.cache
 def sources_hash() -> str:
-    """A digest of every csrc/ file. torch's JIT loader rebuilds when a .cpp changes but not when only a
-    header does, so the digest names the build directory: changed sources never load a stale build."""
-    digest = hashlib.sha256()
+    """A digest of every csrc/ file and of where they are. torch's JIT loader rebuilds when a .cpp changes
+    but not when only a header does, so the digest names the build directory: changed sources never load a
+    stale build; and two checkouts do not rebuild each other's (the ninja file names the source paths)."""
+    digest = hashlib.sha256(str(csrc_dir().resolve()).encode())
     for path in sorted(csrc_dir().iterdir()):
         if path.is_file():
             digest.update(path.name.encode() + b"\0" + path.read_bytes())
