@@ -210,13 +210,12 @@ def forward(exp) -> None:
     if opts.output not in ("output", "log_softmax", "logits"):
         raise ConfigError(f"task.forward.output: unknown {opts.output!r}; known: output, log_softmax, logits")
     loaded = load_model(exp)
-    epoch = loaded.epoch
     default = Path(exp.run_dir) / "forward" / f"{opts.dataset}.{opts.output_layer}.{loaded.name}.hdf"
     path = Path(opts.output_file) if opts.output_file else default
     dim = exp.network.specs[opts.output_layer].dim
     num = 0
     with HDFWriter(path, {"data": DataSpec(dim)}) as writer:
-        for batch, _, outputs in run_batches(exp, opts.dataset, epoch):
+        for batch, _, outputs in run_batches(exp, opts.dataset, loaded.epoch):
             values, lens = forward_values(outputs[opts.output_layer], opts.output)
             for tag, seq, n in zip(batch.tags, values, lens):
                 writer.insert(tag, {"data": seq[:n]})

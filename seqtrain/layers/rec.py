@@ -90,7 +90,7 @@ class RecLayer(Layer):
         # CPUs without AVX-512 bf16). The layers around it compute in the autocast dtype either way.
         device = x.raw.device.type
         bf16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
-        native = self.opts.unit in ("nativelstm", "lstm") and self.use_native()
+        native = self.use_native()
         with torch.autocast(device, enabled=False):
             y = self.run_unit(x.raw if x.raw.dtype == torch.float64 else x.raw.float(), time.seq_lens, bf16)
         out = Tensor(y, (x.batch_dim, time, Dim(f"{self.name}:feature", self.opts.n_out)))
@@ -101,7 +101,7 @@ class RecLayer(Layer):
         backwards from its own last frame; torch's units run forward over the sequences reversed in place.
         bf16: the kernel's GEMMs in bf16, where it can (ops.lstm_bf16_available)."""
         direction = self.opts.direction
-        if self.opts.unit in ("nativelstm", "lstm") and self.use_native():
+        if self.use_native():
             from seqtrain import ops
 
             x_tm = x.transpose(0, 1)
@@ -132,9 +132,10 @@ class RecLayer(Layer):
         return y
 
     def use_native(self) -> bool:
-        """nativelstm always; lstm when the kernels are built (else torch's LSTM)."""
+        """Whether seqtrain.ops.lstm runs this layer: nativelstm always; lstm when the kernels are built
+        (else torch's LSTM); never standardlstm or gru."""
         from seqtrain import ops
 
         if self.opts.unit == "nativelstm":
             return True
-        return ops.native_available()
+        return self.opts.unit == "lstm" and ops.native_available()
