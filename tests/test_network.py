@@ -267,3 +267,9 @@ def test_reverse_padded_reverses_within_lengths_and_its_gradient_is_exact():
     assert reverse_padded(x, lens)[:, :, 0].tolist() == [[3, 2, 1, 0], [5, 4, 6, 7]]
     x = torch.randn(3, 5, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: reverse_padded(t, torch.tensor([5, 1, 3])), (x,))
+    # a time-major view (as torch's LSTM returns) is reversed in its own layout, to the same values
+    lens = torch.tensor([5, 1, 3])
+    expect = torch.stack([torch.cat([s[:n].flip(0), s[n:]]) for s, n in zip(x.detach(), lens.tolist())])
+    x_tm = x.detach().transpose(0, 1).contiguous().transpose(0, 1)
+    out = reverse_padded(x_tm, lens)
+    assert torch.equal(out, expect) and out.transpose(0, 1).is_contiguous()

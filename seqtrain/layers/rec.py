@@ -27,25 +27,36 @@ class RecOptions(LayerOptions):
     direction: int = opt(1, "1: forward in time, -1: backward (each sequence from its own last frame)")
 
 
-def _reverse_gather(x: torch.Tensor, seq_lens: torch.Tensor) -> torch.Tensor:
-    steps = torch.arange(x.shape[1], device=x.device)[None, :]
+def _reverse_rows(x: torch.Tensor, seq_lens: torch.Tensor) -> torch.Tensor:
+    """[batch, time, ...] reversed within each length, as a copy of whole frames (index_select over the
+    frames of the storage's layout: several times faster than an elementwise gather); keeps x's layout,
+    batch- or time-major."""
+    batch, steps = x.shape[:2]
+    t = torch.arange(steps, device=x.device)[None, :]
     lens = seq_lens[:, None].to(x.device)
-    idx = torch.where(steps < lens, lens - 1 - steps, steps)
-    return x.gather(1, idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand_as(x))
+    src = torch.where(t < lens, lens - 1 - t, t)  # [batch, time]: the source frame of each frame
+    b = torch.arange(batch, device=x.device)[:, None]
+    time_major = x.transpose(0, 1)
+    if not x.is_contiguous() and time_major.is_contiguous():
+        rows = (src * batch + b).t().reshape(-1)
+        flat = time_major.reshape(steps * batch, -1).index_select(0, rows)
+        return flat.view(time_major.shape).transpose(0, 1)
+    rows = (b * steps + src).reshape(-1)
+    return x.contiguous().reshape(batch * steps, -1).index_select(0, rows).view(x.shape)
 
 
 class _ReversePadded(torch.autograd.Function):
-    """The reversal is its own inverse, so its gradient is the same gather (not gather's scatter_add)."""
+    """The reversal is its own inverse, so its gradient is the same reversal (not a scatter_add)."""
 
     @staticmethod
     def forward(ctx, x, seq_lens):
         ctx.save_for_backward(seq_lens)
-        return _reverse_gather(x, seq_lens)
+        return _reverse_rows(x, seq_lens)
 
     @staticmethod
     def backward(ctx, grad):
         (seq_lens,) = ctx.saved_tensors
-        return _reverse_gather(grad, seq_lens), None
+        return _reverse_rows(grad, seq_lens), None
 
 
 def reverse_padded(x: torch.Tensor, seq_lens: torch.Tensor) -> torch.Tensor:
@@ -93,8 +104,10 @@ class RecLayer(Layer):
         native = self.use_native()
         with torch.autocast(device, enabled=False):
             y = self.run_unit(x.raw if x.raw.dtype == torch.float64 else x.raw.float(), time.seq_lens, bf16)
-        out = Tensor(y, (x.batch_dim, time, Dim(f"{self.name}:feature", self.opts.n_out)))
-        return out if native else out.zero_padding()  # our kernel writes zeros on padded frames itself
+        if not native:  # our kernel writes zeros on padded frames itself; torch's LSTM/GRU outputs are
+            # finite (tanh-bounded), so a product with the mask zeroes them, ~3x faster than masked_fill
+            y = y * time.mask(y.shape[1])[..., None].to(y.dtype)
+        return Tensor(y, (x.batch_dim, time, Dim(f"{self.name}:feature", self.opts.n_out)))
 
     def run_unit(self, x: torch.Tensor, seq_lens: torch.Tensor, bf16: bool = False) -> torch.Tensor:
         """[batch, time, in] -> [batch, time, hidden] in the layer's direction. Our kernel runs each sequence
