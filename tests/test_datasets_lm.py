@@ -233,3 +233,41 @@ def test_held_out_dev_lines_are_disjoint_from_train(tmp_path):
     assert text(dev) == "line 18\nline 19\n"
     assert text(train) + text(dev) == text(full)
     assert train.vocab.labels == dev.vocab.labels  # both built from the whole file
+
+
+def test_text_filter_for_a_character_lm_over_asr_labels(tmp_path):
+    """PTB-style text turned into LibriSpeech's character set: upper case, <unk> and N dropped, other symbols
+    removed; a line left empty is no sequence."""
+    text = tmp_path / "t.txt"
+    text.write_text("the company 's $ N million <unk> deal\n<unk> N\na-b & c.\n")
+    ds = lm(
+        text,
+        units="char",
+        uppercase=True,
+        drop_words=["<unk>", "N"],
+        keep_chars="ABCDEFGHIJKLMNOPQRSTUVWXYZ'",
+        seq_end_symbol=None,
+    )
+    labels = ds.extern_data["classes"].vocab
+    lines = ["".join(labels[i] for i in ds.get_seq(k)["classes"]) for k in range(ds.num_seqs)]
+    assert lines == ["THE COMPANY 'S MILLION DEAL", "AB C"]
+    assert set(labels) - {"<s>", "<unk>"} == set("THECOMPANY'SMILLIONDEALB ")
+
+
+@needs_data
+def test_char_lm_preset_covers_the_speech_labels(tmp_path, monkeypatch):
+    """+experiment=char_lm_ptb reads PTB as text over LibriSpeech's characters: every label of the tts
+    corpus' transcripts is in the LM's vocabulary, no other symbol is, and no <unk> or N survives."""
+    from tests.conftest import compose
+
+    monkeypatch.setenv("SEQTRAIN_DATA", str(SHARED_DATA))
+    cfg = compose("+experiment=char_lm_ptb")
+    dev = build_dataset(cfg.dataset.dev, "dataset.dev")
+    labels = dev.extern_data["data"].vocab
+    transcripts = (SHARED_DATA / "tts-mini" / "train-clean-mini").glob("*/*/*.trans.txt")
+    speech_chars = {
+        c for f in transcripts for line in f.read_text().splitlines() for c in line.split(" ", 1)[1]
+    }
+    assert set(labels) - {"<s>", "</s>"} == speech_chars == set("ABCDEFGHIJKLMNOPQRSTUVWXYZ' ")
+    text = "".join(labels[i] for i in dev.get_seq(0)["classes"][:300]).replace("</s>", " ")
+    assert "UNK" not in text and " N " not in text and text.upper() == text

@@ -47,6 +47,11 @@ class LmOptions(DatasetOptions):
     seq_start_symbol: str = opt("<s>", "first input label (RETURNN's delayed_seq_data_start_symbol)")
     seq_end_symbol: str | None = opt("</s>", "appended to each target sequence (RETURNN's seq_end_symbol)")
     skip_empty_lines: bool = opt(True, "empty lines are no sequences (as RETURNN)")
+    uppercase: bool = opt(False, "upper-case the text (e.g. PTB text for an LM over LibriSpeech's labels)")
+    drop_words: list[str] = opt(factory=list, help="words removed from every line (e.g. PTB's <unk> and N)")
+    keep_chars: str | None = opt(
+        None, "only these characters are kept, others dropped (e.g. LibriSpeech's A-Z, ' and space)"
+    )
     tag_prefix: str | None = opt(
         None, "sequence tag = prefix + index of the sample (default: line- for eos, block- otherwise)"
     )
@@ -80,13 +85,33 @@ def open_text(path: str):
     return open(path, encoding="utf8")
 
 
-def iter_lines(paths: list[str], skip_empty: bool) -> Iterator[tuple[str, str]]:
+class TextFilter:
+    """The text normalization of LmOptions: dropped words, upper-casing, kept characters; whitespace is
+    collapsed and stripped."""
+
+    def __init__(self, opts: LmOptions):
+        self.uppercase, self.drop = opts.uppercase, set(opts.drop_words)
+        self.keep = set(opts.keep_chars) | {" "} if opts.keep_chars is not None else None
+
+    def __call__(self, line: str) -> str:
+        words = line.split()
+        if self.drop:  # as written in the file, before upper-casing
+            words = [w for w in words if w not in self.drop]
+        text = " ".join(words)
+        if self.uppercase:
+            text = text.upper()
+        if self.keep is not None:
+            text = " ".join("".join(c for c in text if c in self.keep).split())
+        return text
+
+
+def iter_lines(paths: list[str], skip_empty: bool, normalize=None) -> Iterator[tuple[str, str]]:
     """(`file:line`, normalized text) of every sequence."""
     for path in paths:
         with open_text(path) as f:
             try:
                 for num, line in enumerate(f, 1):
-                    text = " ".join(line.split())
+                    text = normalize(line) if normalize is not None else " ".join(line.split())
                     if text or not skip_empty:
                         yield f"{path}:{num}", text
             except (UnicodeDecodeError, OSError, EOFError) as exc:
@@ -153,7 +178,8 @@ class LmDataset(Dataset):
         if opts.vocab_file and Path(opts.vocab_file).is_file():
             return Vocabulary.load(opts.vocab_file, opts.unknown_symbol)
         counts = Counter()
-        for _, text in iter_lines(list(opts.vocab_build_from or opts.corpus_file), skip_empty=True):
+        paths = list(opts.vocab_build_from or opts.corpus_file)
+        for _, text in iter_lines(paths, skip_empty=True, normalize=TextFilter(opts)):
             counts.update(split_units(text, opts.units))
         specials = [opts.seq_start_symbol, opts.seq_end_symbol]
         vocab = Vocabulary.build(
@@ -170,7 +196,7 @@ class LmDataset(Dataset):
 
     def _encode_corpus(self, opts: LmOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The joined input and target streams (int32) and the tokens per line in them."""
-        lines = list(iter_lines(list(opts.corpus_file), opts.skip_empty_lines))
+        lines = list(iter_lines(list(opts.corpus_file), opts.skip_empty_lines, TextFilter(opts)))
         if opts.line_fraction is not None:
             lines = lines[fraction_slice(opts.line_fraction, len(lines), f"{self.name}.line_fraction")]
         if not lines:
