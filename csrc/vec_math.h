@@ -4,6 +4,8 @@
 
 #include <ATen/cpu/vec/vec.h>
 
+#include <limits>
+
 #include "common.h"
 
 namespace seqtrain {
@@ -36,6 +38,38 @@ inline Vf st_recip(const Vf& d_in) {
 #endif
 }
 inline Vf st_tanh(const Vf& x) { return Vf(2) * st_recip(Vf(1) + st_exp(x * Vf(-2))) - Vf(1); }
+
+// log: x = 2^k * m with m in [sqrt(1/2), sqrt(2)) split off by integer arithmetic on the bits, then
+// log(m) = f - f^2/2 + f^3 * P(f), f = m - 1, with Cephes' degree-8 minimax P (about 1 ulp relative); 0 gives
+// -inf, +inf and NaN pass through, negatives give NaN. (SLEEF's call was the CTC recursion's largest cost.)
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+inline Vf st_log(const Vf& x) {
+  constexpr int32_t kSqrtHalf = 0x3f3504f3;  // bits of sqrt(1/2)
+#if defined(CPU_CAPABILITY_AVX512)
+  const __m512i ix = _mm512_sub_epi32(_mm512_castps_si512(x), _mm512_set1_epi32(kSqrtHalf));
+  const Vf k(_mm512_cvtepi32_ps(_mm512_srai_epi32(ix, 23)));
+  const __m512i mant = _mm512_add_epi32(_mm512_and_si512(ix, _mm512_set1_epi32(0x007fffff)), _mm512_set1_epi32(kSqrtHalf));
+  const Vf f = Vf(_mm512_castsi512_ps(mant)) - Vf(1);
+#else
+  const __m256i ix = _mm256_sub_epi32(_mm256_castps_si256(x), _mm256_set1_epi32(kSqrtHalf));
+  const Vf k(_mm256_cvtepi32_ps(_mm256_srai_epi32(ix, 23)));
+  const __m256i mant = _mm256_add_epi32(_mm256_and_si256(ix, _mm256_set1_epi32(0x007fffff)), _mm256_set1_epi32(kSqrtHalf));
+  const Vf f = Vf(_mm256_castsi256_ps(mant)) - Vf(1);
+#endif
+  using at::vec::fmadd;
+  Vf p(7.0376836292e-2f);
+  for (const float c : {-1.1514610310e-1f, 1.1676998740e-1f, -1.2420140846e-1f, 1.4249322787e-1f,
+                        -1.6668057665e-1f, 2.0000714765e-1f, -2.4999993993e-1f, 3.3333331174e-1f})
+    p = fmadd(p, f, Vf(c));
+  const Vf z = f * f;
+  Vf r = fmadd(p * f, z, fmadd(z, Vf(-0.5f), f));
+  r = fmadd(k, Vf(-2.12194440e-4f), r);  // k * log(2), in two parts for accuracy
+  r = fmadd(k, Vf(0.693359375f), r);
+  r = Vf::blendv(x, r, x < Vf(std::numeric_limits<float>::infinity()));  // +inf and NaN stay
+  r = Vf::blendv(r, Vf(std::numeric_limits<float>::quiet_NaN()), x < Vf(0));
+  return Vf::blendv(r, Vf(-std::numeric_limits<float>::infinity()), x == Vf(0));
+}
+#endif
 
 template <typename T>
 inline at::vec::Vectorized<T> st_recip(const at::vec::Vectorized<T>& x) {
