@@ -64,14 +64,15 @@ inline void pack_b(const float* src, int64_t s_k, int64_t s_n, int64_t K, int64_
   }
 }
 
-// Packs A [M, K] (row stride lda) into row tiles of mr = tile_rows(M): the tile at m0 holds
-// dst[m0 * K + k * mr + r] = A[m0 + r][k] (the last tile has M - m0 rows, same layout).
-inline void pack_a(const float* a, int64_t lda, int64_t M, int64_t K, float* dst) {
+// Packs columns [k0, k1) of A [M, K] (row stride lda) into row tiles of mr = tile_rows(M): the tile at m0
+// holds dst[m0 * K + k * mr + r] = A[m0 + r][k] (the last tile has M - m0 rows, same layout). Threads may pack
+// disjoint column ranges of one A in parallel.
+inline void pack_a(const float* a, int64_t lda, int64_t M, int64_t K, float* dst, int64_t k0, int64_t k1) {
   const int64_t mr = tile_rows(M);
   for (int64_t m0 = 0; m0 < M; m0 += mr) {
     const int64_t rows = std::min(mr, M - m0);
-    float* d = dst + m0 * K;
-    for (int64_t k = 0; k < K; ++k, d += rows)
+    float* d = dst + m0 * K + k0 * rows;
+    for (int64_t k = k0; k < k1; ++k, d += rows)
       for (int64_t r = 0; r < rows; ++r) d[r] = a[(m0 + r) * lda + k];
   }
 }

@@ -1,8 +1,7 @@
 // CPU side of the LSTM: the elementwise pass of one step (SIMD over units, at::parallel_for over sequence × unit
 // block), and the fused time loops: each thread owns a range of units, computes their four gate columns of
 // the recurrent GEMM (gemm_simd.h, W_hh packed once per call) and right after, while they are in its cache,
-// their cell update; one OpenMP region per call with a barrier per step forward, two backward (the GEMM there
-// needs every unit's gradient).
+// their cell update; one OpenMP region per call with one barrier per step (see PackedA).
 #include <ATen/Parallel.h>
 
 #include <memory>
@@ -69,22 +68,38 @@ void for_units(int64_t B, int64_t j0, int64_t j1, const Span& span) {
 
 }  // namespace
 
+// The packed A of a step's recurrent GEMM is shared: each thread packs the columns of its own units right
+// after its cell pass wrote them, into the buffer of the next step (two buffers alternate, since another
+// thread may still read this step's), so one barrier per step separates the steps.
+class PackedA {
+ public:
+  explicit PackedA(int64_t size) : size_(size), data_(uninitialized(2 * size)) {}
+  float* operator[](int64_t step) const { return data_.get() + (step % 2) * size_; }
+
+ private:
+  int64_t size_;
+  std::unique_ptr<float[]> data_;
+};
+
 bool lstm_fwd_loop_cpu(const LstmFwdLoop& L) {
   const int64_t B = L.B, H = L.H, N = 4 * H, blocks = H / simd::kNr;
   if (H % simd::kNr != 0 || B == 0) return false;
   const auto w = pack_weights(L.w_hh, 1, H, H, N);  // op(W) = W_hh^T [H, 4H]
+  const PackedA a(simd::packed_a_size(B, H));       // h_prev
   parallel_steps(blocks, [&](int64_t u0, int64_t u1, const auto& barrier) {
-    const auto a = uninitialized(simd::packed_a_size(B, H));  // this thread's packed h_prev
+    const int64_t j0 = u0 * simd::kNr, j1 = u1 * simd::kNr;
+    simd::pack_a(fwd_step(L, 0).h_prev, H, B, H, a[0], j0, j1);
+    barrier();
     for (int64_t step = 0; step < L.T; ++step) {
       const LstmFwdStep<float> s = fwd_step(L, step);
       const float* next = next_gates(L, step);
-      simd::pack_a(s.h_prev, H, B, H, a.get());
-      for (int64_t q = 0; q < 4; ++q) simd::gemm_panels(a.get(), w.get(), H, N, s.gates, N, B, q * blocks + u0, q * blocks + u1);
-      for_units(B, u0 * simd::kNr, u1 * simd::kNr, [&](int64_t b, int64_t j, int n) {
+      for (int64_t q = 0; q < 4; ++q) simd::gemm_panels(a[step], w.get(), H, N, s.gates, N, B, q * blocks + u0, q * blocks + u1);
+      for_units(B, j0, j1, [&](int64_t b, int64_t j, int n) {
         lstm_fwd_span<Vf>(s, b, j, n);
         prefetch_gates(next, b, j, H);
       });
-      barrier();  // every unit's h before the next step's GEMM reads them all
+      if (step + 1 < L.T) simd::pack_a(s.h, H, B, H, a[step + 1], j0, j1);  // s.h: the next step's h_prev
+      barrier();  // every unit's h packed before the next step's GEMM reads them all
     }
   });
   return true;
@@ -94,15 +109,16 @@ bool lstm_bwd_loop_cpu(const LstmBwdLoop& L) {
   const int64_t B = L.B, H = L.H, N = 4 * H, blocks = H / simd::kNr;
   if (H % simd::kNr != 0 || B == 0) return false;
   const auto w = pack_weights(L.w_hh, H, 1, N, H);  // op(W) = W_hh [4H, H]
+  const PackedA a(simd::packed_a_size(B, N));       // the step's gate gradients
   parallel_steps(blocks, [&](int64_t u0, int64_t u1, const auto& barrier) {
-    const auto a = uninitialized(simd::packed_a_size(B, N));  // this thread's packed gate gradients
+    const int64_t j0 = u0 * simd::kNr, j1 = u1 * simd::kNr;
     for (int64_t step = L.T - 1; step >= 0; --step) {
       const LstmBwdStep<float> s = bwd_step(L, step);
-      for_units(B, u0 * simd::kNr, u1 * simd::kNr, [&](int64_t b, int64_t j, int n) { lstm_bwd_span<Vf>(s, b, j, n); });
+      for_units(B, j0, j1, [&](int64_t b, int64_t j, int n) { lstm_bwd_span<Vf>(s, b, j, n); });
+      for (int64_t q = 0; q < 4; ++q) simd::pack_a(s.d_gates, N, B, N, a[step], q * H + j0, q * H + j1);
       barrier();  // every unit's gate gradients before the GEMM that needs them all
-      simd::pack_a(s.d_gates, N, B, N, a.get());
-      simd::gemm_panels(a.get(), w.get(), N, H, s.dh, H, B, u0, u1);
-      barrier();  // dh complete before the next step's cells read it
+      // dh of this thread's units only, read again by its own next cell pass: no second barrier
+      simd::gemm_panels(a[step], w.get(), N, H, s.dh, H, B, u0, u1);
     }
   });
   return true;

@@ -13,6 +13,7 @@ samples of `tokens_per_sample` tokens (`none`) or of whole lines (`complete`); a
 from __future__ import annotations
 
 import gzip
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -91,7 +92,8 @@ class TextFilter:
 
     def __init__(self, opts: LmOptions):
         self.uppercase, self.drop = opts.uppercase, set(opts.drop_words)
-        self.keep = set(opts.keep_chars) | {" "} if opts.keep_chars is not None else None
+        chars = opts.keep_chars
+        self.others = re.compile(f"[^{re.escape(chars)}\\s]") if chars is not None else None
 
     def __call__(self, line: str) -> str:
         words = line.split()
@@ -100,18 +102,18 @@ class TextFilter:
         text = " ".join(words)
         if self.uppercase:
             text = text.upper()
-        if self.keep is not None:
-            text = " ".join("".join(c for c in text if c in self.keep).split())
+        if self.others is not None:
+            text = " ".join(self.others.sub("", text).split())
         return text
 
 
-def iter_lines(paths: list[str], skip_empty: bool, normalize=None) -> Iterator[tuple[str, str]]:
+def iter_lines(paths: list[str], skip_empty: bool, normalize: TextFilter) -> Iterator[tuple[str, str]]:
     """(`file:line`, normalized text) of every sequence."""
     for path in paths:
         with open_text(path) as f:
             try:
                 for num, line in enumerate(f, 1):
-                    text = normalize(line) if normalize is not None else " ".join(line.split())
+                    text = normalize(line)
                     if text or not skip_empty:
                         yield f"{path}:{num}", text
             except (UnicodeDecodeError, OSError, EOFError) as exc:
