@@ -65,16 +65,16 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_in, const at::Tensor& w
   const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(1);
   if (bf16) check_bf16(x, H);
   const at::Tensor lens = seq_lens.to(x.device(), at::kLong).contiguous();
-  // The input projection of all frames in one GEMM; the loop then adds h_prev·W_hh^T in place.
+  // The input projection of all frames in one GEMM; the loop then adds h_prev·W_hh^T in place (and the bias).
   at::Tensor gates;
   if (bf16) {
-    gates = bias.expand({T, B, 4 * H}).contiguous();
+    gates = at::zeros({T, B, 4 * H}, x.options());
     const at::Tensor w_ih_c = w_ih.contiguous();
     TORCH_CHECK(lstm_projection_amx(x.data_ptr<float>(), w_ih_c.data_ptr<float>(), T * B, x.size(2), H,
                                     gates.data_ptr<float>()),
                 "lstm: the AMX input projection did not run");
   } else {
-    gates = at::addmm(bias, x.reshape({T * B, x.size(2)}), w_ih.t()).view({T, B, 4 * H});
+    gates = at::mm(x.reshape({T * B, x.size(2)}), w_ih.t()).view({T, B, 4 * H});
   }
   at::Tensor hs = at::empty({T + 1, B, H}, x.options()), cs = at::empty_like(hs), y = at::empty({T, B, H}, x.options());
   poison_if(hs, poison);
@@ -84,10 +84,12 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_in, const at::Tensor& w
   hs.select(0, init).copy_(h0);
   cs.select(0, init).copy_(c0);
   const bool cuda = x.is_cuda();
-  const at::Tensor w_hh_c = w_hh.contiguous();
+  const at::Tensor w_hh_c = w_hh.contiguous(), bias_c = bias.contiguous();
   if (!cuda && x.scalar_type() == at::kFloat) {
-    const LstmFwdLoop loop{gates.data_ptr<float>(),  hs.data_ptr<float>(),     cs.data_ptr<float>(), y.data_ptr<float>(),
-                           w_hh_c.data_ptr<float>(), lens.data_ptr<int64_t>(), T, B, H, direction};
+    const LstmFwdLoop loop{gates.data_ptr<float>(),  hs.data_ptr<float>(),     cs.data_ptr<float>(),
+                           y.data_ptr<float>(),      w_hh_c.data_ptr<float>(), bias_c.data_ptr<float>(),
+                           lens.data_ptr<int64_t>(), T,                        B,
+                           H,                        direction};
     if (bf16 ? lstm_fwd_loop_amx(loop) : lstm_fwd_loop_cpu(loop)) return {y, hs, cs, gates};
   }
   const at::Tensor w_hh_t = w_hh.t();
@@ -96,9 +98,9 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_in, const at::Tensor& w
     for (int64_t step = 0; step < T; ++step) {
       const Frame f = frame_at(step, T, direction);
       gates.select(0, f.t).addmm_(hs.select(0, f.prev), w_hh_t);
-      fwd_cells(LstmFwdStep<scalar_t>{g0 + f.t * B * 4 * H, h + f.prev * B * H, c + f.prev * B * H,
-                                      h + f.cur * B * H, c + f.cur * B * H, y.data_ptr<scalar_t>() + f.t * B * H,
-                                      lens.data_ptr<int64_t>(), f.t, B, H},
+      fwd_cells(LstmFwdStep<scalar_t>{g0 + f.t * B * 4 * H, bias_c.data_ptr<scalar_t>(), h + f.prev * B * H,
+                                      c + f.prev * B * H, h + f.cur * B * H, c + f.cur * B * H,
+                                      y.data_ptr<scalar_t>() + f.t * B * H, lens.data_ptr<int64_t>(), f.t, B, H},
                 cuda);
     }
   });

@@ -1,7 +1,8 @@
 // LSTM cell math and per-step kernel interface, shared by lstm_cpu.cpp and lstm_cuda.cu.
-// Design of RETURNN's NativeLstm2: the input projection x·W_ih^T + b for all frames is one GEMM outside the
+// Design of RETURNN's NativeLstm2: the input projection x·W_ih^T for all frames is one GEMM outside the
 // loop; per step, one GEMM adds h_prev·W_hh^T into the gate buffer and one fused elementwise pass (here)
-// applies the gates. Gate order i, f, g, o as torch.nn.LSTM, so its parameters convert with b = b_ih + b_hh.
+// adds the bias and applies the gates. (The bias here, not in the projection: addmm's broadcast of the bias
+// into the [T, B, 4H] output cost as much as the whole GEMM on CPU when the input is narrow.) Gate order i, f, g, o as torch.nn.LSTM, so its parameters convert with b = b_ih + b_hh.
 #pragma once
 
 #include "common.h"
@@ -57,7 +58,8 @@ SEQTRAIN_HD Frame frame_at(int64_t step, int64_t T, int64_t direction) {
 // One time step t of the forward pass; all buffers contiguous, rows are sequences.
 template <typename T>
 struct LstmFwdStep {
-  T* gates;              // [B, 4H] in: x·W_ih^T + b + h_prev·W_hh^T; out: activations (valid rows)
+  T* gates;              // [B, 4H] in: x·W_ih^T + h_prev·W_hh^T; out: activations (valid rows)
+  const T* bias;         // [4H]
   const T* h_prev;       // [B, H]
   const T* c_prev;       // [B, H]
   T* h;                  // [B, H] state after t (carried from h_prev on padded frames)
@@ -93,7 +95,9 @@ SEQTRAIN_HD void lstm_fwd_span(const LstmFwdStep<T>& s, int64_t b, int64_t j, in
     return;
   }
   T* a = s.gates + b * 4 * H + j;
-  V a_i = L::load(a, n), a_f = L::load(a + H, n), a_g = L::load(a + 2 * H, n), a_o = L::load(a + 3 * H, n);
+  const T* bias = s.bias + j;
+  V a_i = L::load(a, n) + L::load(bias, n), a_f = L::load(a + H, n) + L::load(bias + H, n);
+  V a_g = L::load(a + 2 * H, n) + L::load(bias + 2 * H, n), a_o = L::load(a + 3 * H, n) + L::load(bias + 3 * H, n);
   V c, h;
   lstm_cell_forward(a_i, a_f, a_g, a_o, L::load(s.c_prev + k, n), c, h);
   L::store(a, a_i, n);
@@ -142,7 +146,7 @@ inline void prefetch_gates(const float* next_gates, int64_t b, int64_t j, int64_
 // hs and cs [T+1, B, H], y and dy [T, B, H], the carried gradients dh and dc [B, H].
 struct LstmFwdLoop {
   float *gates, *hs, *cs, *y;
-  const float* w_hh;  // [4H, H]
+  const float *w_hh, *bias;  // [4H, H], [4H]
   const int64_t* seq_lens;
   int64_t T, B, H, direction;
 };
@@ -158,9 +162,8 @@ struct LstmBwdLoop {
 inline LstmFwdStep<float> fwd_step(const LstmFwdLoop& L, int64_t step) {
   const Frame f = frame_at(step, L.T, L.direction);
   const int64_t BH = L.B * L.H;
-  return {L.gates + f.t * 4 * BH, L.hs + f.prev * BH, L.cs + f.prev * BH, L.hs + f.cur * BH,
-          L.cs + f.cur * BH,      L.y + f.t * BH,     L.seq_lens,         f.t,
-          L.B,                    L.H};
+  return {L.gates + f.t * 4 * BH, L.bias, L.hs + f.prev * BH, L.cs + f.prev * BH, L.hs + f.cur * BH,
+          L.cs + f.cur * BH,      L.y + f.t * BH, L.seq_lens, f.t, L.B, L.H};
 }
 inline LstmBwdStep<float> bwd_step(const LstmBwdLoop& L, int64_t step) {
   const Frame f = frame_at(step, L.T, L.direction);
