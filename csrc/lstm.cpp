@@ -110,7 +110,8 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_in, const at::Tensor& w
 std::vector<at::Tensor> lstm_backward(const at::Tensor& x_in, const at::Tensor& w_ih, const at::Tensor& w_hh,
                                       const at::Tensor& seq_lens, const at::Tensor& hs, const at::Tensor& cs,
                                       const at::Tensor& acts, const at::Tensor& dy_in, const at::Tensor& dh_n,
-                                      const at::Tensor& dc_n, int64_t direction, bool bf16, bool poison) {
+                                      const at::Tensor& dc_n, int64_t direction, bool bf16, bool need_dx,
+                                      bool poison) {
   const at::Tensor x = x_in.contiguous(), dy = dy_in.contiguous();
   const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(1);
   if (bf16) check_bf16(x, H);
@@ -143,11 +144,16 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& x_in, const at::Tensor& 
   // The recurrent-weight gradient is one GEMM over all frames, with the state each frame started from.
   const at::Tensor h_prev = hs.narrow(0, direction > 0 ? 0 : 1, T).reshape({T * B, H});
   const at::Tensor x2 = x.reshape({T * B, x.size(2)});
-  if (!bf16) return {at::mm(dg, w_ih).view({T, B, x.size(2)}), at::mm(dg.t(), x2), at::mm(dg.t(), h_prev), dg.sum(0), dh, dc};
+  const at::Tensor d_bias = dg.sum(0);
+  if (!bf16) {
+    const at::Tensor dx = need_dx ? at::mm(dg, w_ih).view({T, B, x.size(2)}) : at::Tensor();
+    return {dx, at::mm(dg.t(), x2), at::mm(dg.t(), h_prev), d_bias, dh, dc};
+  }
   // bf16: the three GEMMs through oneDNN (AMX), operands rounded once.
   const at::Tensor dg16 = dg.to(at::kBFloat16), dg16_t = dg16.t();
   auto mm16 = [](const at::Tensor& a, const at::Tensor& b) { return at::mm(a, b.to(at::kBFloat16)).to(at::kFloat); };
-  return {mm16(dg16, w_ih).view({T, B, x.size(2)}), mm16(dg16_t, x2), mm16(dg16_t, h_prev), dg.sum(0), dh, dc};
+  const at::Tensor dx = need_dx ? mm16(dg16, w_ih).view({T, B, x.size(2)}) : at::Tensor();
+  return {dx, mm16(dg16_t, x2), mm16(dg16_t, h_prev), d_bias, dh, dc};
 }
 
 }  // namespace seqtrain

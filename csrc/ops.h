@@ -14,11 +14,12 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x, const at::Tensor& w_ih
                                      const at::Tensor& bias, const at::Tensor& h0, const at::Tensor& c0,
                                      const at::Tensor& seq_lens, int64_t direction, bool bf16, bool poison);
 
-// Returns {dx, dw_ih, dw_hh, dbias, dh0, dc0}.
+// Returns {dx, dw_ih, dw_hh, dbias, dh0, dc0}; dx undefined (None) unless need_dx.
 std::vector<at::Tensor> lstm_backward(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
                                       const at::Tensor& seq_lens, const at::Tensor& hs, const at::Tensor& cs,
                                       const at::Tensor& acts, const at::Tensor& dy, const at::Tensor& dh_n,
-                                      const at::Tensor& dc_n, int64_t direction, bool bf16, bool poison);
+                                      const at::Tensor& dc_n, int64_t direction, bool bf16, bool need_dx,
+                                      bool poison);
 
 // Whether lstm_forward/backward can run with bf16 = true here (an AMX build on a CPU and OS that allow it).
 bool lstm_bf16_available();

@@ -77,6 +77,19 @@ def test_matches_torch_lstm(impl, direction, seed, shape):
     assert_close(ours[1], theirs[1], ["dx", "dW_ih", "dW_hh", "dbias", "dh0", "dc0"])
 
 
+@pytest.mark.parametrize("shape", [(4, 6), (13, 32)], ids=lambda s: f"B{s[0]}H{s[1]}")
+def test_input_without_grad_skips_dx_and_keeps_the_weight_gradients(shape):
+    """A first layer's input (the data) needs no gradient: the kernel then leaves out the dx GEMM."""
+    need("native")
+    module, x, lens, h0, c0 = make_case(7, B=shape[0], H=shape[1])
+    weights = [module.weight_ih_l0, module.weight_hh_l0, module.bias_ih_l0]
+    ours = outputs_and_grads(
+        lambda: ops.lstm(x, *params(module), lens, h0=h0, c0=c0, impl="native"), weights, 7
+    )
+    theirs = outputs_and_grads(lambda: torch_lstm(module, x, lens, 1, h0, c0), weights, 7)
+    assert_close(ours[1], theirs[1], ["dW_ih", "dW_hh", "dbias"])
+
+
 @pytest.mark.parametrize("direction", [1, -1])
 def test_padded_output_is_zero_and_zero_length_keeps_initial_state(direction):
     need("native")

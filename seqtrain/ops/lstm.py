@@ -41,6 +41,7 @@ class _NativeLstm(torch.autograd.Function):
             dc_n,
             ctx.direction,
             ctx.bf16,
+            ctx.needs_input_grad[0],  # no dx GEMM for a first layer reading the data
             ctx.poison,
         )
         return (*grads, None, None, None, None)
