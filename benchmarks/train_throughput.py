@@ -113,8 +113,9 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def run_variant(unit: str, bf16: bool, args, device) -> tuple[dict[str, float], str]:
-    """Frames/s of each side, and a note when the plain side could not run under bf16 autocast."""
+def run_variant(unit: str, bf16: bool, args, device):
+    """Median frames/s of each side, the median and range of the per-round speed ratios (seqtrain / plain),
+    and a note when the plain side could not run under bf16 autocast."""
     torch.manual_seed(0)
     amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
     ours = seqtrain_model(unit, args.dim, args.layers).to(device).train()
@@ -133,7 +134,9 @@ def run_variant(unit: str, bf16: bool, args, device) -> tuple[dict[str, float], 
         note = f"plain side in fp32 (under bf16 autocast: {str(exc).splitlines()[0][:60]})"
     times = {name: [] for name in sides}
     for rep in range(args.rounds + 1):  # round 0 warms up (kernel build, allocator, autotuning)
-        for name, (step, model, opt, side_amp) in sides.items():
+        order = list(sides) if rep % 2 else list(sides)[::-1]  # who goes first alternates
+        for name in order:
+            step, model, opt, side_amp = sides[name]
             sync(device)
             start = time.perf_counter()
             for batch in batches[: 1 if rep == 0 else None]:
@@ -141,13 +144,16 @@ def run_variant(unit: str, bf16: bool, args, device) -> tuple[dict[str, float], 
             sync(device)
             if rep:
                 times[name].append(time.perf_counter() - start)
-    return {name: frames / statistics.median(t) for name, t in times.items()}, note
+    # The ratio of each round's two times, adjacent in time, cancels the drift of a shared machine's speed.
+    ratios = [plain / ours for ours, plain in zip(times["seqtrain"], times["plain"])]
+    fps = {name: frames / statistics.median(t) for name, t in times.items()}
+    return fps, statistics.median(ratios), (min(ratios), max(ratios)), note
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2, help="training steps per timed round")
-    parser.add_argument("--rounds", type=int, default=1, help="timed rounds per side (median)")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per side (median)")
     parser.add_argument("--dim", type=int, default=256, help="LSTM units per direction")
     parser.add_argument("--layers", type=int, default=2, help="bidirectional layers")
     parser.add_argument("--seq-len", type=int, default=200, help="frames of the longest sequence")
@@ -169,15 +175,16 @@ def main() -> None:
         f"device {device}, {torch.get_num_threads()} threads, "
         f"plain nn.LSTM {'packed' if args.pack else 'padded'}"
     )
-    print(f"{'variant':<22} {'seqtrain frames/s':>18} {'plain frames/s':>15} {'ratio':>7}")
+    header = f"{'variant':<22} {'seqtrain frames/s':>18} {'plain frames/s':>15} {'ratio':>7}"
+    print(f"{header}  (range over rounds)")
     for label, unit, bf16 in (
         ("unit standardlstm", "standardlstm", False),
         ("unit nativelstm", "nativelstm", False),
         ("bf16 autocast (lstm)", "lstm", True),
     ):
-        fps, note = run_variant(unit, bf16, args, device)
-        ratio = fps["seqtrain"] / fps["plain"]
-        print(f"{label:<22} {fps['seqtrain']:>18.0f} {fps['plain']:>15.0f} {ratio:>7.2f}  {note}", flush=True)
+        fps, ratio, (low, high), note = run_variant(unit, bf16, args, device)
+        line = f"{label:<22} {fps['seqtrain']:>18.0f} {fps['plain']:>15.0f} {ratio:>7.2f}"
+        print(f"{line}  ({low:.2f}-{high:.2f})  {note}", flush=True)
 
 
 if __name__ == "__main__":
