@@ -1,6 +1,7 @@
-"""BLSTM-CTC training throughput: seqtrain's Network (rec layers, ctc loss, total_loss, the Engine's optimizer
-step) against a minimal plain-PyTorch loop (nn.LSTM on packed sequences + Linear + F.ctc_loss + Adam), on the
-same padded batches, measured alternately in one process. Data loading is left out of both.
+"""BLSTM-CTC training throughput: seqtrain's Network (rec layers, ctc loss, total_loss) and the Engine's
+optimizer (seqtrain.optim: torch's fused Adam) against a minimal plain-PyTorch loop (nn.LSTM on packed
+sequences + Linear + F.ctc_loss + Adam), on the same padded batches, measured alternately in one process.
+Data loading is left out of both.
 
 Variants: seqtrain with unit standardlstm, with unit nativelstm, and both sides under bf16 autocast.
 Usage: PYTHONPATH=. python benchmarks/train_throughput.py [--steps 3] [--device cpu] [--quick]
@@ -19,8 +20,10 @@ from torch import nn
 
 import seqtrain.layers.ctc  # noqa: F401  (registers the loss)
 from seqtrain import memory
+from seqtrain.config import AdamConfig
 from seqtrain.datasets.base import DataSpec
 from seqtrain.network import Network
+from seqtrain.optim import build_optimizer
 from seqtrain.tensor import Dim, Tensor
 
 FEATURES, CLASSES = 40, 30  # 29 labels + blank (last)
@@ -121,7 +124,7 @@ def run_variant(unit: str, bf16: bool, args, device):
     ours = seqtrain_model(unit, args.dim, args.layers).to(device).train()
     plain = PlainModel(args.dim, args.layers, args.pack).to(device).train()
     sides = {
-        "seqtrain": [seqtrain_step, ours, torch.optim.Adam(ours.parameters(), 1e-3), amp],
+        "seqtrain": [seqtrain_step, ours, build_optimizer(AdamConfig(lr=1e-3), ours.parameters()), amp],
         "plain": [plain_step, plain, torch.optim.Adam(plain.parameters(), 1e-3), amp],
     }
     batches = [make_batch(args.batch_frames, args.seq_len, device) for _ in range(args.steps)]

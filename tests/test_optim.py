@@ -24,3 +24,26 @@ def test_sgd_nesterov_needs_momentum():
     assert opt.param_groups[0]["nesterov"] and opt.param_groups[0]["momentum"] == 0.9
     with pytest.raises(ConfigError, match="optimizer.nesterov: needs optimizer.momentum > 0"):
         build_optimizer(SGDConfig(nesterov=True), params)
+
+
+def test_adam_uses_the_fused_kernel_where_torch_has_it_and_steps_as_the_loop():
+    """Fused on CPU float parameters (torch >= 2.4), and the same update as torch's per-tensor Adam."""
+    from seqtrain.config import AdamConfig
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 3)
+    twin = torch.nn.Linear(5, 3)
+    twin.load_state_dict(model.state_dict())
+    ours = build_optimizer(AdamConfig(lr=0.01), model.parameters())
+    loop = torch.optim.Adam(twin.parameters(), lr=0.01, foreach=False)
+    assert ours.defaults["fused"] is (True if torch.__version__ >= "2.4" else None)
+    x = torch.randn(7, 5)
+    for _ in range(3):
+        for m, opt in ((model, ours), (twin, loop)):
+            opt.zero_grad()
+            m(x).square().sum().backward()
+            opt.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    meta = [torch.nn.Parameter(torch.zeros(2, device="meta"))]
+    assert build_optimizer(AdamConfig(), meta).defaults["fused"] is None
