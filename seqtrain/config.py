@@ -53,7 +53,7 @@ class BatchingConfig:
 
 @dataclass
 class OptimizerConfig:
-    name: str = opt(MISSING, "torch optimizer: adam, adamw, sgd")
+    name: str = opt(MISSING, "torch optimizer: adam, adamw (fused kernel where torch has one), sgd")
     lr: float = opt(1e-3, "base learning rate (lr_control.learning_rate defaults to it)")
     weight_decay: float = opt(0.0, "L2 penalty (decoupled for adamw)")
     weight_decay_skip_bias_and_norm: bool = opt(
