@@ -2,7 +2,8 @@
 // Design of RETURNN's NativeLstm2: the input projection x·W_ih^T for all frames is one GEMM outside the
 // loop; per step, one GEMM adds h_prev·W_hh^T into the gate buffer and one fused elementwise pass (here)
 // adds the bias and applies the gates. (The bias here, not in the projection: addmm's broadcast of the bias
-// into the [T, B, 4H] output cost as much as the whole GEMM on CPU when the input is narrow.) Gate order i, f, g, o as torch.nn.LSTM, so its parameters convert with b = b_ih + b_hh.
+// into the [T, B, 4H] output cost as much as the whole GEMM on CPU when the input is narrow.)
+// Gate order i, f, g, o as torch.nn.LSTM, so its parameters convert with b = b_ih + b_hh.
 #pragma once
 
 #include "common.h"
@@ -186,7 +187,7 @@ bool lstm_bwd_loop_cpu(const LstmBwdLoop& loop);
 // The same loops with the recurrent GEMM in bf16 on AMX, fp32 accumulation (lstm_amx.cpp). False where that
 // does not apply (no AMX build, the CPU or OS without AMX, H not a multiple of 16).
 bool lstm_amx_available();
-// gates [rows, 4H] (holding the bias) += x [rows, in] · W_ih^T with bf16 operands, fp32 accumulation.
+// gates [rows, 4H] += x [rows, in] · W_ih^T with bf16 operands, fp32 accumulation.
 bool lstm_projection_amx(const float* x, const float* w_ih, int64_t rows, int64_t in, int64_t H, float* gates);
 bool lstm_fwd_loop_amx(const LstmFwdLoop& loop);
 bool lstm_bwd_loop_amx(const LstmBwdLoop& loop);

@@ -48,7 +48,7 @@ bool lstm_projection_amx(const float* x, const float* w_ih, int64_t rows, int64_
   const std::vector<bf16> w = pack_weights(w_ih, 1, in, in, N);  // op(W) = W_ih^T [in, 4H]
   const int64_t lda = amx::round_up(in, amx::kK), block = 2 * amx::kRows;
   // Row blocks of 32 frames: each thread rounds its block of x to bf16 (K padded with zeros) and adds
-  // x·W_ih^T to the gates, which hold the bias.
+  // x·W_ih^T to the gates (zero here; the cell pass adds the bias).
   at::parallel_for(0, (rows + block - 1) / block, 1, [&](int64_t r0, int64_t r1) {
     std::vector<bf16> a(block * lda, 0);
     amx::configure();
@@ -68,19 +68,19 @@ bool lstm_fwd_loop_amx(const LstmFwdLoop& L) {
   const int64_t B = L.B, H = L.H, N = 4 * H, tiles = H / kUnits;
   if (H % kUnits != 0 || B == 0 || !amx::enable()) return false;
   const std::vector<bf16> w = pack_weights(L.w_hh, 1, H, H, N);  // op(W) = W_hh^T [H, 4H]
-  // h_prev in bf16 for the GEMM, double-buffered: a step's cell pass writes the next h while other threads
-  // may still read this one. K padded to 32 and rows to 16 with zeros, as the A tiles read them.
+  // h_prev in bf16 for the GEMM (StepBuffers: a step's cell pass writes the next h while other threads may
+  // still read this one). K padded to 32 and rows to 16 with zeros, as the A tiles read them.
   const int64_t lda = amx::round_up(H, amx::kK), rows = amx::round_up(B, amx::kRows);
-  std::vector<bf16> h16(2 * rows * lda, 0);
+  const StepBuffers<bf16> h16(rows * lda);
   const float* h0 = L.hs + frame_at(0, L.T, L.direction).prev * B * H;
   for (int64_t b = 0; b < B; ++b)
-    for (int64_t j = 0; j < H; j += kUnits) amx::to_bf16(h0 + b * H + j, h16.data() + b * lda + j);
+    for (int64_t j = 0; j < H; j += kUnits) amx::to_bf16(h0 + b * H + j, h16[0] + b * lda + j);
   parallel_steps(tiles, [&](int64_t u0, int64_t u1, const auto& barrier) {
     amx::configure();
     for (int64_t step = 0; step < L.T; ++step) {
       const LstmFwdStep<float> s = fwd_step(L, step);
-      const bf16* h_in = h16.data() + (step % 2) * rows * lda;
-      bf16* h_out = h16.data() + ((step + 1) % 2) * rows * lda;
+      const bf16* h_in = h16[step];
+      bf16* h_out = h16[step + 1];
       const float* next = next_gates(L, step);
       for (int64_t q = 0; q < 4; ++q) amx::gemm_tiles(h_in, lda, w.data(), H, s.gates, N, B, q * tiles + u0, q * tiles + u1);
       for_unit_tiles(
@@ -101,8 +101,8 @@ bool lstm_bwd_loop_amx(const LstmBwdLoop& L) {
   const int64_t B = L.B, H = L.H, N = 4 * H, tiles = H / kUnits;
   if (H % kUnits != 0 || B == 0 || !amx::enable()) return false;
   const std::vector<bf16> w = pack_weights(L.w_hh, H, 1, N, H);  // op(W) = W_hh [4H, H]
-  // The step's gate gradients in bf16 (4H is a multiple of 64: no K padding), rows padded to 16.
-  std::vector<bf16> dg16(amx::round_up(B, amx::kRows) * N, 0);
+  // The step's gate gradients in bf16 (4H is a multiple of 64: no K padding), rows padded to 16 with zeros.
+  const StepBuffers<bf16> dg16(amx::round_up(B, amx::kRows) * N);
   parallel_steps(tiles, [&](int64_t u0, int64_t u1, const auto& barrier) {
     amx::configure();
     for (int64_t step = L.T - 1; step >= 0; --step) {
@@ -110,11 +110,11 @@ bool lstm_bwd_loop_amx(const LstmBwdLoop& L) {
       for_unit_tiles(
           B, u0, u1, [&](int64_t b, int64_t j, int n) { lstm_bwd_span<Vf>(s, b, j, n); },
           [&](int64_t b, int64_t j) {
-            for (int64_t q = 0; q < 4; ++q) amx::to_bf16(s.d_gates + b * N + q * H + j, dg16.data() + b * N + q * H + j);
+            for (int64_t q = 0; q < 4; ++q) amx::to_bf16(s.d_gates + b * N + q * H + j, dg16[step] + b * N + q * H + j);
           });
       barrier();  // every unit's gate gradients before the GEMM that needs them all
-      amx::gemm_tiles(dg16.data(), N, w.data(), N, s.dh, H, B, u0, u1);
-      barrier();  // dg16 is rewritten by the next step's cell pass
+      // dh of this thread's units only, read again by its own next cell pass: no second barrier
+      amx::gemm_tiles(dg16[step], N, w.data(), N, s.dh, H, B, u0, u1);
     }
     _tile_release();
   });

@@ -1,7 +1,7 @@
 // CPU side of the LSTM: the elementwise pass of one step (SIMD over units, at::parallel_for over sequence × unit
 // block), and the fused time loops: each thread owns a range of units, computes their four gate columns of
 // the recurrent GEMM (gemm_simd.h, W_hh packed once per call) and right after, while they are in its cache,
-// their cell update; one OpenMP region per call with one barrier per step (see PackedA).
+// their cell update; one OpenMP region per call with one barrier per step (see StepBuffers).
 #include <ATen/Parallel.h>
 
 #include <memory>
@@ -69,23 +69,12 @@ void for_units(int64_t B, int64_t j0, int64_t j1, const Span& span) {
 }  // namespace
 
 // The packed A of a step's recurrent GEMM is shared: each thread packs the columns of its own units right
-// after its cell pass wrote them, into the buffer of the next step (two buffers alternate, since another
-// thread may still read this step's), so one barrier per step separates the steps.
-class PackedA {
- public:
-  explicit PackedA(int64_t size) : size_(size), data_(uninitialized(2 * size)) {}
-  float* operator[](int64_t step) const { return data_.get() + (step % 2) * size_; }
-
- private:
-  int64_t size_;
-  std::unique_ptr<float[]> data_;
-};
-
+// after its cell pass wrote them, into the buffer of the next step (StepBuffers).
 bool lstm_fwd_loop_cpu(const LstmFwdLoop& L) {
   const int64_t B = L.B, H = L.H, N = 4 * H, blocks = H / simd::kNr;
   if (H % simd::kNr != 0 || B == 0) return false;
   const auto w = pack_weights(L.w_hh, 1, H, H, N);  // op(W) = W_hh^T [H, 4H]
-  const PackedA a(simd::packed_a_size(B, H));       // h_prev
+  const StepBuffers<float> a(simd::packed_a_size(B, H));  // h_prev
   parallel_steps(blocks, [&](int64_t u0, int64_t u1, const auto& barrier) {
     const int64_t j0 = u0 * simd::kNr, j1 = u1 * simd::kNr;
     simd::pack_a(fwd_step(L, 0).h_prev, H, B, H, a[0], j0, j1);
@@ -109,7 +98,7 @@ bool lstm_bwd_loop_cpu(const LstmBwdLoop& L) {
   const int64_t B = L.B, H = L.H, N = 4 * H, blocks = H / simd::kNr;
   if (H % simd::kNr != 0 || B == 0) return false;
   const auto w = pack_weights(L.w_hh, H, 1, N, H);  // op(W) = W_hh [4H, H]
-  const PackedA a(simd::packed_a_size(B, N));       // the step's gate gradients
+  const StepBuffers<float> a(simd::packed_a_size(B, N));  // the step's gate gradients
   parallel_steps(blocks, [&](int64_t u0, int64_t u1, const auto& barrier) {
     const int64_t j0 = u0 * simd::kNr, j1 = u1 * simd::kNr;
     for (int64_t step = L.T - 1; step >= 0; --step) {

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -34,5 +35,19 @@ void parallel_steps(int64_t n, const Body& body) {
 #endif
   body(int64_t{0}, n, [] {});
 }
+
+// Two zero-initialized buffers that alternate by step, for data that every thread reads in a step and each
+// thread writes a part of for the next (the packed operand of the recurrent GEMM): a thread may write the
+// next step's while others still read this one's, so one barrier per step separates the steps.
+template <typename T>
+class StepBuffers {
+ public:
+  explicit StepBuffers(int64_t size) : size_(size), data_(new T[2 * size]()) {}
+  T* operator[](int64_t step) const { return data_.get() + (step % 2) * size_; }
+
+ private:
+  int64_t size_;
+  std::unique_ptr<T[]> data_;
+};
 
 }  // namespace seqtrain

@@ -101,19 +101,16 @@ class RecLayer(Layer):
         # CPUs without AVX-512 bf16). The layers around it compute in the autocast dtype either way.
         device = x.raw.device.type
         bf16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
-        native = self.use_native()
         with torch.autocast(device, enabled=False):
-            y = self.run_unit(x.raw if x.raw.dtype == torch.float64 else x.raw.float(), time.seq_lens, bf16)
-        if not native:  # our kernel writes zeros on padded frames itself; torch's LSTM/GRU outputs are
-            # finite (tanh-bounded), so a product with the mask zeroes them, ~3x faster than masked_fill
-            y = y * time.mask(y.shape[1])[..., None].to(y.dtype)
+            y = self.run_unit(x.raw if x.raw.dtype == torch.float64 else x.raw.float(), time, bf16)
         return Tensor(y, (x.batch_dim, time, Dim(f"{self.name}:feature", self.opts.n_out)))
 
-    def run_unit(self, x: torch.Tensor, seq_lens: torch.Tensor, bf16: bool = False) -> torch.Tensor:
-        """[batch, time, in] -> [batch, time, hidden] in the layer's direction. Our kernel runs each sequence
-        backwards from its own last frame; torch's units run forward over the sequences reversed in place.
-        bf16: the kernel's GEMMs in bf16, where it can (ops.lstm_bf16_available)."""
-        direction = self.opts.direction
+    def run_unit(self, x: torch.Tensor, time: Dim, bf16: bool = False) -> torch.Tensor:
+        """[batch, time, in] -> [batch, time, hidden] in the layer's direction, zero on padded frames. Our
+        kernel runs each sequence backwards from its own last frame and writes the zeros itself; torch's units
+        run forward over the sequences reversed in place. bf16: the kernel's GEMMs in bf16, where it can
+        (ops.lstm_bf16_available)."""
+        direction, seq_lens = self.opts.direction, time.seq_lens
         if self.use_native():
             from seqtrain import ops
 
@@ -129,8 +126,12 @@ class RecLayer(Layer):
             )
             return y.transpose(0, 1)
         if direction == -1:
-            return reverse_padded(self.run_torch_unit(reverse_padded(x, seq_lens)), seq_lens)
-        return self.run_torch_unit(x)
+            y = reverse_padded(self.run_torch_unit(reverse_padded(x, seq_lens)), seq_lens)
+        else:
+            y = self.run_torch_unit(x)
+        # torch's LSTM/GRU outputs are finite (tanh-bounded): a product with the mask zeroes the padded
+        # frames, ~3x faster than masked_fill
+        return y * time.mask(y.shape[1])[..., None].to(y.dtype)
 
     def run_torch_unit(self, x: torch.Tensor) -> torch.Tensor:
         """torch's LSTM/GRU forward in time. Frames past a sequence's end are computed but never feed a real
