@@ -126,6 +126,27 @@ class Network(nn.Module):
 
     # --- running ---
     def forward(self, data: dict[str, Tensor]) -> dict[str, Tensor]:
+        return self._run(data, lambda name, layer, inputs: layer(*inputs))
+
+    def forward_piece(self, data: dict[str, Tensor], state: dict[str, Any]) -> tuple[dict[str, Tensor], dict]:
+        """Runs on the next piece of each sequence (e.g. one more token of an LM's prefixes), continuing from
+        `state` (what this returned for the previous piece, {} at the start): the outputs on the piece and the
+        state after it, per layer that carries one. Needs `piece_blocker() is None`."""
+        new_state: dict[str, Any] = {}
+
+        def run(name: str, layer: Layer, inputs: list[Tensor]) -> Tensor:
+            out, layer_state = layer.forward_piece(inputs, state.get(name))
+            if layer_state is not None:
+                new_state[name] = layer_state
+            return out
+
+        return self._run(data, run), new_state
+
+    def piece_blocker(self) -> str | None:
+        """The first layer that cannot run on pieces of sequences (forward_piece), or None."""
+        return next((name for name, layer in self.layers.items() if not layer.runs_in_pieces), None)
+
+    def _run(self, data: dict[str, Tensor], call) -> dict[str, Tensor]:
         outputs: dict[str, Tensor] = {}
         for name, layer in self.layers.items():  # insertion order is a topological order
             inputs = [
@@ -139,7 +160,7 @@ class Network(nn.Module):
                 ]
             if layer.concat_sources and len(inputs) > 1:
                 inputs = [self._concat(name, inputs)]
-            outputs[name] = layer(*inputs)
+            outputs[name] = call(name, layer, inputs)
         return outputs
 
     @staticmethod

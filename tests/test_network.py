@@ -273,3 +273,40 @@ def test_reverse_padded_reverses_within_lengths_and_its_gradient_is_exact():
     x_tm = x.detach().transpose(0, 1).contiguous().transpose(0, 1)
     out = reverse_padded(x_tm, lens)
     assert torch.equal(out, expect) and out.transpose(0, 1).is_contiguous()
+
+
+@pytest.mark.parametrize("unit", ["standardlstm", "gru", "lstm"])
+def test_forward_piece_continues_each_sequence_where_the_last_piece_ended(unit):
+    torch.manual_seed(0)
+    layers = {
+        "proj": {"class": "linear", "n_out": 6, "activation": "tanh"},
+        "rec": {"class": "rec", "unit": unit, "n_out": 4, "from": "proj"},
+        "output": {"class": "combine", "kind": "add", "from": ["rec", "rec"]},
+    }
+    net = Network(layers, EXTERN).eval()
+    lens, split = [5, 3, 4], [2, 3, 0]  # per sequence: frames in the first piece (the rest in the second)
+    whole = batch(lens)
+    expected = net(whole)["output"].raw
+    x = whole["data"].raw
+    state, got = {}, []
+    for part in (lambda i: slice(0, split[i]), lambda i: slice(split[i], lens[i])):
+        rows = [x[i, part(i)] for i in range(len(lens))]
+        piece_lens = [len(r) for r in rows]
+        time = Dim("time", seq_lens=torch.tensor(piece_lens))
+        raw = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+        piece = {"data": Tensor(raw, (Dim("batch", size=3), time, Dim("f", size=5)))}
+        out, state = net.forward_piece(piece, state)
+        assert set(state) == {"rec"}
+        got.append([out["output"].raw[i, :n] for i, n in enumerate(piece_lens)])
+    for i, n in enumerate(lens):
+        torch.testing.assert_close(torch.cat([got[0][i], got[1][i]]), expected[i, :n], atol=1e-6, rtol=1e-5)
+
+
+def test_forward_piece_refuses_layers_that_need_whole_sequences():
+    net = Network({"output": {"class": "rec", "unit": "gru", "n_out": 4, "direction": -1}}, EXTERN)
+    assert net.piece_blocker() == "output"
+    with pytest.raises(NetworkError, match="output.*direction -1"):
+        net.forward_piece(batch([2]), {})
+    net = Network({"output": {"class": "reduce", "mode": "max", "from": "data"}}, EXTERN)
+    with pytest.raises(NetworkError, match="output.*other frames"):
+        net.forward_piece(batch([2]), {})

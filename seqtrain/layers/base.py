@@ -63,6 +63,9 @@ class Layer(nn.Module):
     """
 
     concat_sources = True
+    # Each output frame depends only on the same frame of the inputs, so the layer runs as well on a piece of
+    # each sequence (step by step in decoding). `rec` layers instead carry their state from piece to piece.
+    frame_local = False
 
     def __init__(self, name: str, opts: LayerOptions, inputs: list[DataSpec]):
         super().__init__()
@@ -75,6 +78,18 @@ class Layer(nn.Module):
 
     def forward(self, *inputs: Tensor) -> Tensor:
         raise NotImplementedError
+
+    @property
+    def runs_in_pieces(self) -> bool:
+        """Whether forward_piece works: frame-local layers, and layers that carry a state over time."""
+        return self.frame_local
+
+    def forward_piece(self, inputs: list[Tensor], state: Any) -> tuple[Tensor, Any]:
+        """The output on the next piece of each sequence, continuing from `state` (what this returned for the
+        previous piece; None at the start), and the state after the piece. Frame-local layers carry none."""
+        if not self.frame_local:
+            raise self.error("cannot run on pieces of sequences: its output frames depend on other frames")
+        return self(*inputs), None
 
     @staticmethod
     def dense_input(spec: DataSpec, layer: Layer) -> None:

@@ -25,6 +25,8 @@ class LinearOptions(LayerOptions):
 class LinearLayer(Layer):
     """x·W + b with an optional activation; a sparse input is an embedding lookup (one-hot times W)."""
 
+    frame_local = True
+
     def __init__(self, name: str, opts: LinearOptions, inputs: list[DataSpec]):
         super().__init__(name, opts, inputs)
         self.activation = activation_fn(opts.activation, name)
@@ -86,6 +88,8 @@ class SoftmaxLayer(LinearLayer):
 class CopyLayer(Layer):
     """Its sources, concatenated on the feature dim."""
 
+    frame_local = True
+
     def forward(self, x: Tensor) -> Tensor:
         return x
 
@@ -102,6 +106,8 @@ class ActivationOptions(LayerOptions):
 
 @LAYERS.register("activation", ActivationOptions)
 class ActivationLayer(Layer):
+    frame_local = True
+
     def __init__(self, name: str, opts: ActivationOptions, inputs: list[DataSpec]):
         super().__init__(name, opts, inputs)
         self.dense_input(inputs[0], self)
@@ -119,6 +125,7 @@ class CombineOptions(LayerOptions):
 @LAYERS.register("combine", CombineOptions)
 class CombineLayer(Layer):
     concat_sources = False
+    frame_local = True
     KINDS = {"add": torch.add, "sub": torch.sub, "mul": torch.mul}
 
     def __init__(self, name: str, opts: CombineOptions, inputs: list[DataSpec]):

@@ -95,15 +95,34 @@ class RecLayer(Layer):
             nn.init.uniform_(p, -bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
-        time = x.time_dim
+        return self._output(x, self._unit_call(x, lambda raw, bf16: self.run_unit(raw, x.time_dim, bf16)))
+
+    @property
+    def runs_in_pieces(self) -> bool:
+        return self.opts.direction == 1  # a backward layer needs each sequence's end first
+
+    def forward_piece(self, inputs: list[Tensor], state: tuple[torch.Tensor, ...] | None):
+        """Continues each sequence from `state` ((h, c) for an LSTM, (h,) for a GRU, each [batch, hidden];
+        zeros if None) over the piece x; the state after it is the one at each sequence's last real frame."""
+        if not self.runs_in_pieces:
+            raise self.error("direction -1 cannot run on pieces of sequences (it starts at their ends)")
+        (x,) = inputs
+        lens = x.time_dim.seq_lens
+        y, final = self._unit_call(x, lambda raw, bf16: self.run_unit_from(raw, lens, state, bf16))
+        return self._output(x, y), final
+
+    @staticmethod
+    def _unit_call(x: Tensor, unit):
         # Under bf16 autocast our kernel runs its GEMMs in bf16 (AMX) with the state in float32, where the CPU
         # allows it; otherwise the recurrence runs in float32 (torch's CPU LSTM fails under bf16 autocast on
         # CPUs without AVX-512 bf16). The layers around it compute in the autocast dtype either way.
         device = x.raw.device.type
         bf16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
         with torch.autocast(device, enabled=False):
-            y = self.run_unit(x.raw if x.raw.dtype == torch.float64 else x.raw.float(), time, bf16)
-        return Tensor(y, (x.batch_dim, time, Dim(f"{self.name}:feature", self.opts.n_out)))
+            return unit(x.raw if x.raw.dtype == torch.float64 else x.raw.float(), bf16)
+
+    def _output(self, x: Tensor, y: torch.Tensor) -> Tensor:
+        return Tensor(y, (x.batch_dim, x.time_dim, Dim(f"{self.name}:feature", self.opts.n_out)))
 
     def run_unit(self, x: torch.Tensor, time: Dim, bf16: bool = False) -> torch.Tensor:
         """[batch, time, in] -> [batch, time, hidden] in the layer's direction, zero on padded frames. Our
@@ -136,14 +155,56 @@ class RecLayer(Layer):
     def run_torch_unit(self, x: torch.Tensor) -> torch.Tensor:
         """torch's LSTM/GRU forward in time. Frames past a sequence's end are computed but never feed a real
         frame, so they are only zeroed afterwards."""
-        h0 = x.new_zeros(1, x.shape[0], self.opts.n_out)
+        return self.torch_unit(x, self.zero_state(x))[0]
+
+    def zero_state(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        zeros = x.new_zeros(x.shape[0], self.opts.n_out)
+        return (zeros,) if self.opts.unit == "gru" else (zeros, zeros)
+
+    def run_unit_from(
+        self, x: torch.Tensor, seq_lens: torch.Tensor, state: tuple[torch.Tensor, ...] | None, bf16: bool
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """[batch, time, in] forward in time from `state`: (y zero on padded frames, the final state)."""
+        if state is None:
+            state = self.zero_state(x)
+        if self.use_native():
+            from seqtrain import ops
+
+            x_tm = x.transpose(0, 1)
+            h, c = state
+            y, final = ops.lstm(
+                x_tm,
+                self.weight_ih,
+                self.weight_hh,
+                self.bias,
+                seq_lens.cpu(),
+                h0=h,
+                c0=c,
+                bf16=bf16 and ops.lstm_bf16_available(x_tm, self.opts.n_out),
+            )
+            return y.transpose(0, 1), final
+        # torch's units, one frame at a time (pieces are short in decoding): a sequence past its end keeps its
+        # state, as the kernel does
+        lens = seq_lens.to(x.device)[:, None]
+        ys = []
+        for t in range(x.shape[1]):
+            y, new = self.torch_unit(x[:, t : t + 1], state)
+            valid = t < lens
+            state = tuple(torch.where(valid, n, s) for n, s in zip(new, state))
+            ys.append(y[:, 0] * valid.to(y.dtype))
+        y = torch.stack(ys, 1) if ys else x.new_zeros(x.shape[0], 0, self.opts.n_out)
+        return y, state
+
+    def torch_unit(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]):
+        """torch's LSTM/GRU over x [batch, time, in] from state; returns y and the state after x."""
+        hx = tuple(s[None] for s in state)
         if self.opts.unit == "gru":
             weights = [self.weight_ih, self.weight_hh, self.bias, self.bias_hh]
-            y, _ = torch.gru(x, h0, weights, True, 1, 0.0, self.training, False, True)
-            return y
+            y, h = torch.gru(x, hx[0], weights, True, 1, 0.0, self.training, False, True)
+            return y, (h[0],)
         weights = [self.weight_ih, self.weight_hh, self.bias, torch.zeros_like(self.bias)]
-        y, _, _ = torch.lstm(x, (h0, h0), weights, True, 1, 0.0, self.training, False, True)
-        return y
+        y, h, c = torch.lstm(x, hx, weights, True, 1, 0.0, self.training, False, True)
+        return y, (h[0], c[0])
 
     def use_native(self) -> bool:
         """Whether seqtrain.ops.lstm runs this layer: nativelstm always; lstm when the kernels are built
