@@ -50,6 +50,28 @@ def test_build_directory_changes_with_any_source_file_headers_included(monkeypat
         build.sources_hash.cache_clear()
 
 
+def test_a_build_prunes_earlier_builds_of_the_same_sources_dir_only(tmp_path):
+    def build_dir(name: str, source: str | None) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        (path / "ops.so").write_text("")
+        if source is not None:
+            (path / build._SOURCE_MARK).write_text(source)
+        return path
+
+    current = build_dir("torch-2.13.0-cpu-avx2-aaaa", "/src/csrc")
+    stale = build_dir("torch-2.13.0-cpu-avx2-bbbb", "/src/csrc")
+    kept = [
+        build_dir("torch-2.13.0-cpu-avx2-cccc", "/other/checkout/csrc"),
+        build_dir("torch-2.13.0-cpu-dddd", "/src/csrc"),  # another variant (a prefix of this one's name)
+        build_dir("torch-2.12.0-cpu-avx2-eeee", "/src/csrc"),  # another torch
+        build_dir("torch-2.13.0-cpu-avx2-ffff", None),  # built before the marks: unknown source, kept
+    ]
+    assert build.prune_stale_builds(current) == [stale]
+    assert not stale.exists()
+    assert current.is_dir() and all(path.is_dir() for path in kept)
+
+
 def test_failed_build_falls_back_to_reference_and_logs_once(monkeypatch, caplog):
     def no_compiler(verbose=False):
         raise RuntimeError("no C++ compiler found")

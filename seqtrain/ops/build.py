@@ -7,6 +7,7 @@ import functools
 import hashlib
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -120,7 +121,7 @@ def build(verbose: bool = False) -> ModuleType:
     directory = build_directory()
     directory.mkdir(parents=True, exist_ok=True)
     cflags, cuda_cflags = _flags()
-    return cpp_extension.load(
+    module = cpp_extension.load(
         name=f"seqtrain_ops_{variant().replace('-', '_')}",
         sources=sources,
         extra_cflags=cflags,
@@ -130,6 +131,28 @@ def build(verbose: bool = False) -> ModuleType:
         build_directory=str(directory),
         verbose=verbose,
     )
+    (directory / _SOURCE_MARK).write_text(str(src.resolve()))
+    prune_stale_builds(directory)
+    return module
+
+
+_SOURCE_MARK = "csrc_dir.txt"  # in each build directory: the csrc/ it was built from
+
+
+def prune_stale_builds(current: Path) -> list[Path]:
+    """Removes the other build directories of this checkout's csrc/ for this torch and variant (earlier
+    versions of its sources: each edit of csrc/ builds into a new directory); returns them. Builds of other
+    checkouts, torch versions or variants stay."""
+    removed = []
+    kind, source = current.name.rsplit("-", 1)[0], (current / _SOURCE_MARK).read_text()
+    for other in current.parent.glob(kind + "-*"):
+        mark = other / _SOURCE_MARK
+        same_kind = other.name.rsplit("-", 1)[0] == kind
+        if other == current or not same_kind or not mark.is_file() or mark.read_text() != source:
+            continue
+        shutil.rmtree(other, ignore_errors=True)
+        removed.append(other)
+    return removed
 
 
 @functools.cache
