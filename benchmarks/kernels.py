@@ -58,13 +58,16 @@ def lstm_flops(T, B, n_in, H, layers, bidirectional) -> float:
 
 
 def ours_lstm(module: torch.nn.LSTM, x: torch.Tensor, lens: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+    """As seqtrain's rec layers run it: a bidirectional layer's two directions as one lstm_group (concurrent,
+    one thread each, on 2 threads)."""
     for layer in range(module.num_layers):
-        outs = []
+        calls = []
         for suffix, direction in [("", 1), ("_reverse", -1)][: 1 + module.bidirectional]:
             name = f"l{layer}{suffix}"
             w_ih, w_hh = getattr(module, f"weight_ih_{name}"), getattr(module, f"weight_hh_{name}")
             bias = getattr(module, f"bias_ih_{name}") + getattr(module, f"bias_hh_{name}")
-            outs.append(ops.lstm(x, w_ih, w_hh, bias, lens, direction=direction, impl="native", bf16=bf16)[0])
+            calls.append(ops.LstmCall(x, w_ih, w_hh, bias, direction))
+        outs = [y for y, _ in ops.lstm_group(calls, lens, impl="native", bf16=bf16)]
         x = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
     return x
 

@@ -19,6 +19,7 @@ from seqtrain.datasets.base import DataSpec
 from seqtrain.errors import ConfigError, NetworkError
 from seqtrain.layers import LAYERS, Layer
 from seqtrain.layers.loss import LOSSES, LossValue, check_loss
+from seqtrain.layers.rec import RecLayer
 from seqtrain.registry import parse_options
 from seqtrain.tensor import Dim, Tensor
 
@@ -39,6 +40,7 @@ class Network(nn.Module):
             )
         for name in outputs:
             self._build(name, [])
+        self.rec_groups = self._rec_groups()
 
     def output_layer_names(self) -> list[str]:
         def is_output(name: str, d: Any) -> bool:
@@ -124,9 +126,18 @@ class Network(nn.Module):
             raise NetworkError(layer, "from: cannot concatenate sources with and without a time axis")
         return DataSpec(sum(s.dim for s in inputs), time=inputs[0].time)
 
+    def _rec_groups(self) -> dict[str, list[str]]:
+        """LSTM rec layers with the same sources (a BLSTM layer's directions), keyed by the first of them:
+        the forward pass runs each group at once (RecLayer.forward_group)."""
+        by_sources: dict[tuple[str, ...], list[str]] = {}
+        for name, layer in self.layers.items():
+            if isinstance(layer, RecLayer) and layer.opts.unit in ("lstm", "nativelstm"):
+                by_sources.setdefault(tuple(self.sources[name]), []).append(name)
+        return {names[0]: names for names in by_sources.values() if len(names) > 1}
+
     # --- running ---
     def forward(self, data: dict[str, Tensor]) -> dict[str, Tensor]:
-        return self._run(data, lambda name, layer, inputs: layer(*inputs))
+        return self._run(data, lambda name, layer, inputs: layer(*inputs), self.rec_groups)
 
     def forward_piece(self, data: dict[str, Tensor], state: dict[str, Any]) -> tuple[dict[str, Tensor], dict]:
         """Runs on the next piece of each sequence (e.g. one more token of an LM's prefixes), continuing from
@@ -140,28 +151,40 @@ class Network(nn.Module):
                 new_state[name] = layer_state
             return out
 
-        return self._run(data, run), new_state
+        return self._run(data, run, {}), new_state
 
     def piece_blocker(self) -> str | None:
         """The first layer that cannot run on pieces of sequences (forward_piece), or None."""
         return next((name for name, layer in self.layers.items() if not layer.runs_in_pieces), None)
 
-    def _run(self, data: dict[str, Tensor], call) -> dict[str, Tensor]:
+    def _run(self, data: dict[str, Tensor], call, groups: dict[str, list[str]]) -> dict[str, Tensor]:
         outputs: dict[str, Tensor] = {}
         for name, layer in self.layers.items():  # insertion order is a topological order
-            inputs = [
-                data[s.partition(":")[2] or "data"] if s.split(":")[0] == "data" else outputs[s]
-                for s in self.sources[name]
-            ]
-            if layer.opts.dropout and self.training:
-                inputs = [
-                    x if x.sparse_dim is not None else x.copy(raw=F.dropout(x.raw, layer.opts.dropout))
-                    for x in inputs
-                ]
-            if layer.concat_sources and len(inputs) > 1:
-                inputs = [self._concat(name, inputs)]
-            outputs[name] = call(name, layer, inputs)
+            if name in outputs:  # ran with its group
+                continue
+            if name in groups:
+                members = groups[name]
+                xs = [self._inputs(member, data, outputs)[0] for member in members]
+                outputs.update(zip(members, RecLayer.forward_group([self.layers[m] for m in members], xs)))
+                continue
+            outputs[name] = call(name, layer, self._inputs(name, data, outputs))
         return outputs
+
+    def _inputs(self, name: str, data: dict[str, Tensor], outputs: dict[str, Tensor]) -> list[Tensor]:
+        """Layer `name`'s inputs: its sources, with its dropout in training, concatenated if it does that."""
+        layer = self.layers[name]
+        inputs = [
+            data[s.partition(":")[2] or "data"] if s.split(":")[0] == "data" else outputs[s]
+            for s in self.sources[name]
+        ]
+        if layer.opts.dropout and self.training:
+            inputs = [
+                x if x.sparse_dim is not None else x.copy(raw=F.dropout(x.raw, layer.opts.dropout))
+                for x in inputs
+            ]
+        if layer.concat_sources and len(inputs) > 1:
+            inputs = [self._concat(name, inputs)]
+        return inputs
 
     @staticmethod
     def _concat(name: str, inputs: list[Tensor]) -> Tensor:

@@ -310,3 +310,33 @@ def test_forward_piece_refuses_layers_that_need_whole_sequences():
     net = Network({"output": {"class": "reduce", "mode": "max", "from": "data"}}, EXTERN)
     with pytest.raises(NetworkError, match="output.*other frames"):
         net.forward_piece(batch([2]), {})
+
+
+def test_blstm_directions_run_as_one_group_with_the_same_results():
+    from seqtrain import ops
+
+    torch.manual_seed(0)
+    layers = {
+        "fw": {"class": "rec", "unit": "lstm", "n_out": 32, "direction": 1, "dropout": 0.1},
+        "bw": {"class": "rec", "unit": "lstm", "n_out": 32, "direction": -1, "dropout": 0.1},
+        "gru": {"class": "rec", "unit": "gru", "n_out": 4},  # torch's unit: not grouped
+        "output": {"class": "softmax", "from": ["fw", "bw", "gru"], "n_out": 3, "loss": "ce"},
+    }
+    net = Network(layers, EXTERN).train()
+    assert net.rec_groups == {"fw": ["fw", "bw"]}
+    data = batch([7, 3, 5])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert not ops.native_available() or ops.group_runs_concurrently(2, data["data"].raw)
+        runs = []
+        for groups in (net.rec_groups, {}):
+            net.rec_groups = groups
+            torch.manual_seed(1)  # the same dropout masks
+            loss = net.total_loss(net.losses(net(data), data))
+            runs.append((loss, torch.autograd.grad(loss, list(net.parameters()))))
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(runs[0][0], runs[1][0], atol=1e-6, rtol=1e-6)
+    for grouped, alone in zip(runs[0][1], runs[1][1]):
+        torch.testing.assert_close(grouped, alone, atol=1e-6, rtol=1e-6)

@@ -166,3 +166,57 @@ def test_bad_weight_shape_names_it():
     w_ih, w_hh, bias = params(module)
     with pytest.raises(ValueError, match="weight_ih must be"):
         ops.lstm(x, w_ih.t(), w_hh, bias, lens, impl="reference")
+
+
+@pytest.fixture
+def two_threads():
+    """lstm_group runs its calls concurrently only with 1 < threads <= calls."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (13, 32)], ids=lambda s: f"B{s[0]}H{s[1]}")
+def test_group_runs_both_directions_concurrently_with_the_results_of_each_alone(shape, two_threads):
+    need("native")
+    fw, x, lens, h0, c0 = make_case(11, B=shape[0], H=shape[1])
+    bw = make_case(12, B=shape[0], H=shape[1])[0]
+    x_bw = x.clone()  # the backward direction reads no gradient-needing input: its dx is left out
+    x.requires_grad_(True)
+    h0.requires_grad_(True)
+    assert ops.group_runs_concurrently(2, x)
+    calls = [
+        ops.LstmCall(x, *params(fw), 1, h0, c0),
+        ops.LstmCall(x_bw, *params(bw), -1),
+    ]
+    inputs = [x, h0, fw.weight_ih_l0, fw.weight_hh_l0, fw.bias_ih_l0, bw.weight_ih_l0, bw.weight_hh_l0]
+    zeros = torch.zeros_like(h0)
+
+    def both(run):
+        """The outputs of both calls, and the gradients of a random projection of all of them."""
+        results = run()
+        outs = [t for y, (h, c) in results for t in (y, h, c)]
+        gen = torch.Generator().manual_seed(5)
+        loss = sum((torch.randn(t.shape, generator=gen) * t).sum() for t in outs)
+        return outs, torch.autograd.grad(loss, inputs)
+
+    ours = both(lambda: ops.lstm_group(calls, lens))
+    theirs = both(lambda: [torch_lstm(fw, x, lens, 1, h0, c0), torch_lstm(bw, x_bw, lens, -1, zeros, zeros)])
+    outputs = ["fw y", "fw h_n", "fw c_n", "bw y", "bw h_n", "bw c_n"]
+    assert_close(ours[0], theirs[0], outputs)
+    grads = ["dx", "dh0", "fw dW_ih", "fw dW_hh", "fw dbias", "bw dW_ih", "bw dW_hh"]
+    assert_close(ours[1], theirs[1], grads)
+
+
+def test_group_error_in_a_concurrent_call_is_raised(two_threads):
+    need("native")
+    from seqtrain.ops import build
+
+    module, x, lens, h0, c0 = make_case(1)
+    w_ih, w_hh, bias = params(module)
+    bad = w_ih[:, :-1].contiguous()
+    with pytest.raises(RuntimeError, match="weight_ih must be"):
+        build.native_module().lstm_forward_group(
+            [x, x], [w_ih, bad], [w_hh, w_hh], [bias, bias], [h0, h0], [c0, c0], lens, [1, -1], False, False
+        )

@@ -97,6 +97,32 @@ class RecLayer(Layer):
     def forward(self, x: Tensor) -> Tensor:
         return self._output(x, self._unit_call(x, lambda raw, bf16: self.run_unit(raw, x.time_dim, bf16)))
 
+    @staticmethod
+    def forward_group(layers: list[RecLayer], xs: list[Tensor]) -> list[Tensor]:
+        """Layers reading the same sources (a BLSTM layer's two directions), all at once: our kernel runs them
+        concurrently, one thread each, where there are no more threads than layers (ops.lstm_group); else
+        each runs on its own. The outputs are the same either way."""
+        from seqtrain import ops
+
+        native = all(layer.use_native() for layer in layers)
+        if not native or not ops.group_runs_concurrently(len(layers), xs[0].raw):
+            return [layer(x) for layer, x in zip(layers, xs)]
+
+        def unit(raws: list[torch.Tensor], bf16: bool) -> list[torch.Tensor]:
+            x_tms = [raw.transpose(0, 1) for raw in raws]
+            bf16 = bf16 and all(
+                ops.lstm_bf16_available(x, layer.opts.n_out) for x, layer in zip(x_tms, layers)
+            )
+            calls = [
+                ops.LstmCall(x, layer.weight_ih, layer.weight_hh, layer.bias, layer.opts.direction)
+                for x, layer in zip(x_tms, layers)
+            ]
+            results = ops.lstm_group(calls, xs[0].time_dim.seq_lens.cpu(), bf16=bf16)
+            return [y.transpose(0, 1) for y, _ in results]
+
+        ys = RecLayer._unit_call(xs, unit)
+        return [layer._output(x, y) for layer, x, y in zip(layers, xs, ys)]
+
     @property
     def runs_in_pieces(self) -> bool:
         return self.opts.direction == 1  # a backward layer needs each sequence's end first
@@ -112,14 +138,17 @@ class RecLayer(Layer):
         return self._output(x, y), final
 
     @staticmethod
-    def _unit_call(x: Tensor, unit):
-        # Under bf16 autocast our kernel runs its GEMMs in bf16 (AMX) with the state in float32, where the CPU
-        # allows it; otherwise the recurrence runs in float32 (torch's CPU LSTM fails under bf16 autocast on
-        # CPUs without AVX-512 bf16). The layers around it compute in the autocast dtype either way.
-        device = x.raw.device.type
+    def _unit_call(x: Tensor | list[Tensor], unit):
+        """unit(raw float input(s), bf16) outside autocast. Under bf16 autocast our kernel runs its GEMMs
+        in bf16 (AMX) with the state in float32, where the CPU allows it; otherwise the recurrence runs in
+        float32 (torch's CPU LSTM fails under bf16 autocast on CPUs without AVX-512 bf16). The layers around
+        it compute in the autocast dtype either way."""
+        xs = x if isinstance(x, list) else [x]
+        device = xs[0].raw.device.type
         bf16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
+        raws = [x.raw if x.raw.dtype == torch.float64 else x.raw.float() for x in xs]
         with torch.autocast(device, enabled=False):
-            return unit(x.raw if x.raw.dtype == torch.float64 else x.raw.float(), bf16)
+            return unit(raws if isinstance(x, list) else raws[0], bf16)
 
     def _output(self, x: Tensor, y: torch.Tensor) -> Tensor:
         return Tensor(y, (x.batch_dim, x.time_dim, Dim(f"{self.name}:feature", self.opts.n_out)))

@@ -2,6 +2,15 @@
 
 from seqtrain.ops.build import native_available
 from seqtrain.ops.ctc import ctc_feasible, ctc_loss
-from seqtrain.ops.lstm import lstm, lstm_bf16_available
+from seqtrain.ops.lstm import LstmCall, group_runs_concurrently, lstm, lstm_bf16_available, lstm_group
 
-__all__ = ["ctc_feasible", "ctc_loss", "lstm", "lstm_bf16_available", "native_available"]
+__all__ = [
+    "LstmCall",
+    "ctc_feasible",
+    "ctc_loss",
+    "group_runs_concurrently",
+    "lstm",
+    "lstm_bf16_available",
+    "lstm_group",
+    "native_available",
+]

@@ -7,6 +7,9 @@ Layout, as torch.nn.LSTM (gate order i, f, g, o), so its parameters convert dire
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import NamedTuple
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -89,6 +92,109 @@ def lstm(
         x, weight_ih, weight_hh, bias, h0, c0, seq_lens, direction, bf16, build.poison_outputs()
     )
     return y, (h_n, c_n)
+
+
+class LstmCall(NamedTuple):
+    """The arguments of one lstm() call in lstm_group."""
+
+    x: torch.Tensor
+    weight_ih: torch.Tensor
+    weight_hh: torch.Tensor
+    bias: torch.Tensor
+    direction: int = 1
+    h0: torch.Tensor | None = None
+    c0: torch.Tensor | None = None
+
+
+def lstm_group(
+    calls: Sequence[LstmCall], seq_lens: torch.Tensor, *, impl: str = "auto", bf16: bool = False
+) -> list[tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]]:
+    """lstm() of independent calls over the same batch and lengths, e.g. the two directions of a BLSTM layer:
+    the same results, but the native CPU kernel runs them concurrently, one thread each, where there are no
+    more threads than calls (group_runs_concurrently), rather than splitting each time loop over threads."""
+    seq_lens = seq_lens.to(device="cpu", dtype=torch.int64)
+    x0 = calls[0].x if calls else None
+    if (
+        x0 is None
+        or build.resolve_impl(impl, x0) == "reference"
+        or not group_runs_concurrently(len(calls), x0)
+    ):
+        return [
+            lstm(
+                c.x,
+                c.weight_ih,
+                c.weight_hh,
+                c.bias,
+                seq_lens,
+                direction=c.direction,
+                h0=c.h0,
+                c0=c.c0,
+                impl=impl,
+                bf16=bf16,
+            )
+            for c in calls
+        ]
+    flat = []
+    for c in calls:
+        _check_args(c.x, c.weight_ih, c.weight_hh, c.bias, seq_lens, c.direction)
+        if bf16 and not lstm_bf16_available(c.x, c.weight_hh.shape[1]):
+            raise RuntimeError("seqtrain.ops.lstm_group: bf16=True needs what lstm(..., bf16=True) needs")
+        zeros = c.x.new_zeros(c.x.shape[1], c.weight_hh.shape[1])
+        h0, c0 = (zeros if c.h0 is None else c.h0), (zeros if c.c0 is None else c.c0)
+        flat += [c.x, c.weight_ih, c.weight_hh, c.bias, h0, c0]
+    directions = [c.direction for c in calls]
+    out = _NativeLstmGroup.apply(len(calls), seq_lens, directions, bf16, build.poison_outputs(), *flat)
+    return [(out[3 * i], (out[3 * i + 1], out[3 * i + 2])) for i in range(len(calls))]
+
+
+def group_runs_concurrently(calls: int, x: torch.Tensor) -> bool:
+    """Whether lstm_group runs `calls` calls like x concurrently (native CPU kernel, 1 < threads <= calls)."""
+    if calls < 2 or x.device.type != "cpu" or not build.native_available():
+        return False
+    return bool(build.native_module().lstm_group_concurrent(calls, False))
+
+
+class _NativeLstmGroup(torch.autograd.Function):
+    """_NativeLstm for several calls at once (flat inputs: x, weight_ih, weight_hh, bias, h0, c0 per call)."""
+
+    @staticmethod
+    def forward(ctx, n, seq_lens, directions, bf16, poison, *flat):
+        args = [flat[k::6] for k in range(6)]  # xs, w_ihs, w_hhs, biases, h0s, c0s
+        res = build.native_module().lstm_forward_group(*args, seq_lens, directions, bf16, poison)
+        ys, hss, css, actss = (res[k::4] for k in range(4))
+        ctx.save_for_backward(seq_lens, *args[0], *args[1], *args[2], *hss, *css, *actss)
+        ctx.n, ctx.directions, ctx.bf16, ctx.poison = n, directions, bf16, poison
+        out = []
+        for y, hs, cs, d in zip(ys, hss, css, directions):
+            last = hs.shape[0] - 1 if d > 0 else 0  # as _NativeLstm
+            out += [y, hs[last].clone(), cs[last].clone()]
+        return tuple(out)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grads):
+        n = ctx.n
+        seq_lens, *saved = ctx.saved_tensors
+        xs, w_ihs, w_hhs, hss, css, actss = (saved[k * n : (k + 1) * n] for k in range(6))
+        dys, dh_ns, dc_ns = (list(grads[k::3]) for k in range(3))
+        need_dxs = [ctx.needs_input_grad[5 + 6 * i] for i in range(n)]
+        res = build.native_module().lstm_backward_group(
+            xs,
+            w_ihs,
+            w_hhs,
+            seq_lens,
+            hss,
+            css,
+            actss,
+            dys,
+            dh_ns,
+            dc_ns,
+            ctx.directions,
+            ctx.bf16,
+            need_dxs,
+            ctx.poison,
+        )
+        return (None, None, None, None, None, *res)
 
 
 def lstm_bf16_available(x: torch.Tensor, hidden: int) -> bool:
