@@ -129,10 +129,11 @@ class Network(nn.Module):
     def _rec_groups(self) -> dict[str, list[str]]:
         """LSTM rec layers with the same sources (a BLSTM layer's directions), keyed by the first of them:
         the forward pass runs each group at once (RecLayer.forward_group)."""
-        by_sources: dict[tuple[str, ...], list[str]] = {}
+        by_sources: dict[tuple, list[str]] = {}
         for name, layer in self.layers.items():
             if isinstance(layer, RecLayer) and layer.opts.unit in ("lstm", "nativelstm"):
-                by_sources.setdefault(tuple(self.sources[name]), []).append(name)
+                # equal sizes: each runs on one thread, so a larger one would keep the others waiting
+                by_sources.setdefault((*self.sources[name], layer.opts.n_out), []).append(name)
         return {names[0]: names for names in by_sources.values() if len(names) > 1}
 
     # --- running ---
@@ -192,7 +193,12 @@ class Network(nn.Module):
         if len({x.raw.shape[:-1] for x in inputs}) > 1:
             shapes = ", ".join(str(tuple(x.raw.shape)) for x in inputs)
             raise NetworkError(name, f"from: sources differ in batch/time shape: {shapes}")
-        raw = torch.cat([x.raw for x in inputs], dim=-1)
+        raws = [x.raw for x in inputs]
+        if all(r.dim() == 3 and not r.is_contiguous() and r.transpose(0, 1).is_contiguous() for r in raws):
+            # time-major storage (our LSTM's outputs) stays time-major: the next LSTM reads it without a copy
+            raw = torch.cat([r.transpose(0, 1) for r in raws], dim=-1).transpose(0, 1)
+        else:
+            raw = torch.cat(raws, dim=-1)
         return first.with_feature(raw, Dim(f"{name}:concat", raw.shape[-1]))
 
     def losses(self, outputs: dict[str, Tensor], data: dict[str, Tensor]) -> dict[str, LossValue]:

@@ -13,7 +13,7 @@ if sys.argv[1] == "keep":
     assert memory.keep_freed_memory()
 def most_faults_of_a_late_reallocation():
     faults = []
-    for round in range(8):
+    for round in range(12):  # the heap settles after 4-6 rounds
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         # a step's buffers: 64 and 12 MiB, above glibc's mmap threshold
         bufs = [torch.empty(16 * 2**20), torch.empty(3 * 2**20)]
