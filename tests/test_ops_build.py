@@ -72,6 +72,21 @@ def test_a_build_prunes_earlier_builds_of_the_same_sources_dir_only(tmp_path):
     assert current.is_dir() and all(path.is_dir() for path in kept)
 
 
+def test_build_runs_this_environments_ninja_whatever_comes_first_on_path(monkeypatch, tmp_path):
+    """Two ninja versions (the system's, the venv's) record commands differently: alternating rebuilds."""
+    ninja = pytest.importorskip("ninja")
+    from torch.utils import cpp_extension
+
+    seen = []
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setenv("PATH", "/usr/bin" + os.pathsep + os.environ["PATH"])  # as without the venv activated
+    monkeypatch.setattr(cpp_extension, "load", lambda **kwargs: seen.append(shutil.which("ninja")))
+    before = os.environ["PATH"]
+    build.build()
+    assert Path(seen[0]).parent == Path(ninja.BIN_DIR)
+    assert os.environ["PATH"] == before
+
+
 def test_failed_build_falls_back_to_reference_and_logs_once(monkeypatch, caplog):
     def no_compiler(verbose=False):
         raise RuntimeError("no C++ compiler found")

@@ -107,21 +107,38 @@ class RecLayer(Layer):
         native = all(layer.use_native() for layer in layers)
         if not native or not ops.group_runs_concurrently(len(layers), xs[0].raw):
             return [layer(x) for layer, x in zip(layers, xs)]
-
-        def unit(raws: list[torch.Tensor], bf16: bool) -> list[torch.Tensor]:
-            x_tms = [raw.transpose(0, 1) for raw in raws]
-            bf16 = bf16 and all(
-                ops.lstm_bf16_available(x, layer.opts.n_out) for x, layer in zip(x_tms, layers)
-            )
-            calls = [
-                ops.LstmCall(x, layer.weight_ih, layer.weight_hh, layer.bias, layer.opts.direction)
-                for x, layer in zip(x_tms, layers)
-            ]
-            results = ops.lstm_group(calls, xs[0].time_dim.seq_lens.cpu(), bf16=bf16)
-            return [y.transpose(0, 1) for y, _ in results]
-
-        ys = RecLayer._unit_call(xs, unit)
+        seq_lens = xs[0].time_dim.seq_lens
+        ys = RecLayer._unit_call(
+            xs, lambda raws, bf16: [y for y, _ in RecLayer.run_native(layers, raws, seq_lens, bf16)]
+        )
         return [layer._output(x, y) for layer, x, y in zip(layers, xs, ys)]
+
+    @staticmethod
+    def run_native(
+        layers: list[RecLayer],
+        xs: list[torch.Tensor],
+        seq_lens: torch.Tensor,
+        bf16: bool,
+        states: list[tuple[torch.Tensor, torch.Tensor] | None] | None = None,
+    ) -> list[tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]]:
+        """Our kernel for each layer's x [batch, time, in] (from its state, zeros if None), as one
+        ops.lstm_group: per layer y [batch, time, hidden] and the final (h, c). bf16: the GEMMs in bf16 where
+        the kernel can (ops.lstm_bf16_available)."""
+        from seqtrain import ops
+
+        calls = [
+            ops.LstmCall(
+                x.transpose(0, 1),
+                layer.weight_ih,
+                layer.weight_hh,
+                layer.bias,
+                layer.opts.direction,
+                *(state or (None, None)),
+            )
+            for layer, x, state in zip(layers, xs, states or [None] * len(layers))
+        ]
+        bf16 = bf16 and all(ops.lstm_bf16_available(c.x, c.weight_hh.shape[1]) for c in calls)
+        return [(y.transpose(0, 1), final) for y, final in ops.lstm_group(calls, seq_lens.cpu(), bf16=bf16)]
 
     @property
     def runs_in_pieces(self) -> bool:
@@ -160,19 +177,7 @@ class RecLayer(Layer):
         (ops.lstm_bf16_available)."""
         direction, seq_lens = self.opts.direction, time.seq_lens
         if self.use_native():
-            from seqtrain import ops
-
-            x_tm = x.transpose(0, 1)
-            y, _ = ops.lstm(
-                x_tm,
-                self.weight_ih,
-                self.weight_hh,
-                self.bias,
-                seq_lens.cpu(),
-                direction=direction,
-                bf16=bf16 and ops.lstm_bf16_available(x_tm, self.opts.n_out),
-            )
-            return y.transpose(0, 1)
+            return RecLayer.run_native([self], [x], seq_lens, bf16)[0][0]
         if direction == -1:
             y = reverse_padded(self.run_torch_unit(reverse_padded(x, seq_lens)), seq_lens)
         else:
@@ -197,21 +202,7 @@ class RecLayer(Layer):
         if state is None:
             state = self.zero_state(x)
         if self.use_native():
-            from seqtrain import ops
-
-            x_tm = x.transpose(0, 1)
-            h, c = state
-            y, final = ops.lstm(
-                x_tm,
-                self.weight_ih,
-                self.weight_hh,
-                self.bias,
-                seq_lens.cpu(),
-                h0=h,
-                c0=c,
-                bf16=bf16 and ops.lstm_bf16_available(x_tm, self.opts.n_out),
-            )
-            return y.transpose(0, 1), final
+            return RecLayer.run_native([self], [x], seq_lens, bf16, [state])[0]
         # torch's units, one frame at a time (pieces are short in decoding): a sequence past its end keeps its
         # state, as the kernel does
         lens = seq_lens.to(x.device)[:, None]
