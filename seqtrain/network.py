@@ -193,12 +193,9 @@ class Network(nn.Module):
         if len({x.raw.shape[:-1] for x in inputs}) > 1:
             shapes = ", ".join(str(tuple(x.raw.shape)) for x in inputs)
             raise NetworkError(name, f"from: sources differ in batch/time shape: {shapes}")
-        raws = [x.raw for x in inputs]
-        if all(r.dim() == 3 and not r.is_contiguous() and r.transpose(0, 1).is_contiguous() for r in raws):
-            # time-major storage (our LSTM's outputs) stays time-major: the next LSTM reads it without a copy
-            raw = torch.cat([r.transpose(0, 1) for r in raws], dim=-1).transpose(0, 1)
-        else:
-            raw = torch.cat(raws, dim=-1)
+        # (Keeping time-major sources time-major saved the next LSTM its input copy but made the training step
+        # slower: the layers after it and the gradients then run on non-contiguous tensors.)
+        raw = torch.cat([x.raw for x in inputs], dim=-1)
         return first.with_feature(raw, Dim(f"{name}:concat", raw.shape[-1]))
 
     def losses(self, outputs: dict[str, Tensor], data: dict[str, Tensor]) -> dict[str, LossValue]:

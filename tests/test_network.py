@@ -340,14 +340,3 @@ def test_blstm_directions_run_as_one_group_with_the_same_results():
     torch.testing.assert_close(runs[0][0], runs[1][0], atol=1e-6, rtol=1e-6)
     for grouped, alone in zip(runs[0][1], runs[1][1]):
         torch.testing.assert_close(grouped, alone, atol=1e-6, rtol=1e-6)
-
-
-def test_concat_of_time_major_sources_stays_time_major():
-    b, t = Dim("batch", size=2), Dim("time", seq_lens=torch.tensor([3, 2]))
-    raws = [torch.randn(3, 2, f).transpose(0, 1) for f in (4, 5)]  # [batch, time, f] views, time-major
-    inputs = [Tensor(r, (b, t, Dim(f"f{i}", size=r.shape[-1]))) for i, r in enumerate(raws)]
-    out = Network._concat("cat", inputs).raw
-    torch.testing.assert_close(out, torch.cat(raws, -1), atol=0, rtol=0)
-    assert out.transpose(0, 1).is_contiguous()
-    contiguous = Network._concat("cat", [x.copy(raw=x.raw.contiguous()) for x in inputs]).raw
-    assert contiguous.is_contiguous()
