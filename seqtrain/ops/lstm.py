@@ -75,19 +75,12 @@ def lstm(
     raises where it cannot run it.
     """
     _check_args(x, weight_ih, weight_hh, bias, seq_lens, direction)
-    batch, hidden = x.shape[1], weight_hh.shape[1]
-    zeros = x.new_zeros(batch, hidden)
-    h0 = zeros if h0 is None else h0
-    c0 = zeros if c0 is None else c0
+    h0, c0 = _initial_state(x, weight_hh, h0, c0)
     seq_lens = seq_lens.to(device="cpu", dtype=torch.int64)
     if build.resolve_impl(impl, x) == "reference":
         return reference.lstm_reference(x, weight_ih, weight_hh, bias, seq_lens, direction, h0, c0, bf16)
-    if bf16 and not lstm_bf16_available(x, hidden):
-        raise RuntimeError(
-            "seqtrain.ops.lstm: bf16=True needs float32 on a CPU with AMX (the native build's avx512-amx "
-            f"variant) and a hidden size that is a multiple of 16; here: {build.variant()}, "
-            f"{x.dtype} on {x.device}, hidden {hidden}"
-        )
+    if bf16:
+        _check_bf16(x, weight_hh)
     y, h_n, c_n = _NativeLstm.apply(
         x, weight_ih, weight_hh, bias, h0, c0, seq_lens, direction, bf16, build.poison_outputs()
     )
@@ -137,11 +130,9 @@ def lstm_group(
     flat = []
     for c in calls:
         _check_args(c.x, c.weight_ih, c.weight_hh, c.bias, seq_lens, c.direction)
-        if bf16 and not lstm_bf16_available(c.x, c.weight_hh.shape[1]):
-            raise RuntimeError("seqtrain.ops.lstm_group: bf16=True needs what lstm(..., bf16=True) needs")
-        zeros = c.x.new_zeros(c.x.shape[1], c.weight_hh.shape[1])
-        h0, c0 = (zeros if c.h0 is None else c.h0), (zeros if c.c0 is None else c.c0)
-        flat += [c.x, c.weight_ih, c.weight_hh, c.bias, h0, c0]
+        if bf16:
+            _check_bf16(c.x, c.weight_hh)
+        flat += [c.x, c.weight_ih, c.weight_hh, c.bias, *_initial_state(c.x, c.weight_hh, c.h0, c.c0)]
     directions = [c.direction for c in calls]
     out = _NativeLstmGroup.apply(len(calls), seq_lens, directions, bf16, build.poison_outputs(), *flat)
     return [(out[3 * i], (out[3 * i + 1], out[3 * i + 2])) for i in range(len(calls))]
@@ -202,6 +193,21 @@ def lstm_bf16_available(x: torch.Tensor, hidden: int) -> bool:
     if x.dtype != torch.float32 or x.device.type != "cpu" or hidden % 16 or not build.native_available():
         return False
     return bool(build.native_module().lstm_bf16_available())
+
+
+def _initial_state(x, weight_hh, h0, c0) -> tuple[torch.Tensor, torch.Tensor]:
+    zeros = x.new_zeros(x.shape[1], weight_hh.shape[1])
+    return (zeros if h0 is None else h0), (zeros if c0 is None else c0)
+
+
+def _check_bf16(x, weight_hh) -> None:
+    hidden = weight_hh.shape[1]
+    if not lstm_bf16_available(x, hidden):
+        raise RuntimeError(
+            "seqtrain.ops.lstm: bf16=True needs float32 on a CPU with AMX (the native build's avx512-amx "
+            f"variant) and a hidden size that is a multiple of 16; here: {build.variant()}, "
+            f"{x.dtype} on {x.device}, hidden {hidden}"
+        )
 
 
 def _check_args(x, weight_ih, weight_hh, bias, seq_lens, direction) -> None:
