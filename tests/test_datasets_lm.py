@@ -254,6 +254,16 @@ def test_text_filter_for_a_character_lm_over_asr_labels(tmp_path):
     assert set(labels) - {"<s>", "<unk>"} == set("THECOMPANY'SMILLIONDEALB ")
 
 
+def test_text_filter_joins_split_clitics(tmp_path):
+    """PTB splits "company's", "don't" and "investors'"; LibriSpeech writes them as one word."""
+    text = tmp_path / "t.txt"
+    text.write_text("the company 's chief do n't say they 're sure investors ' rock 'n' roll o'brien\n")
+    ds = lm(text, units="word", join_clitics=True, uppercase=True, seq_end_symbol=None, unknown_symbol=None)
+    labels = ds.extern_data["classes"].vocab
+    words = [labels[i] for i in ds.get_seq(0)["classes"]]
+    assert words == "THE COMPANY'S CHIEF DON'T SAY THEY'RE SURE INVESTORS' ROCK 'N' ROLL O'BRIEN".split()
+
+
 @needs_data
 def test_char_lm_preset_covers_the_speech_labels(tmp_path, monkeypatch):
     """+experiment=char_lm_ptb reads PTB as text over LibriSpeech's characters: every label of the tts

@@ -53,6 +53,9 @@ class LmOptions(DatasetOptions):
     keep_chars: str | None = opt(
         None, "only these characters are kept, others dropped (e.g. LibriSpeech's A-Z, ' and space)"
     )
+    join_clitics: bool = opt(
+        False, "attach split clitics (PTB's 's, n't, 're, ...) to the word before, as LibriSpeech writes them"
+    )
     tag_prefix: str | None = opt(
         None, "sequence tag = prefix + index of the sample (default: line- for eos, block- otherwise)"
     )
@@ -87,11 +90,14 @@ def open_text(path: str):
 
 
 class TextFilter:
-    """The text normalization of LmOptions: dropped words, upper-casing, kept characters; whitespace is
-    collapsed and stripped."""
+    """The text normalization of LmOptions: dropped words, joined clitics, upper-casing, kept characters;
+    whitespace is collapsed and stripped."""
+
+    # a token that is an apostrophe and letters, or n't, continues the word before it: "do n't", "company 's"
+    CLITIC = re.compile(r" (?=(?:'[^\s']*|n't)(?:\s|$))", re.IGNORECASE)
 
     def __init__(self, opts: LmOptions):
-        self.uppercase, self.drop = opts.uppercase, set(opts.drop_words)
+        self.uppercase, self.drop, self.join_clitics = opts.uppercase, set(opts.drop_words), opts.join_clitics
         chars = opts.keep_chars
         self.others = re.compile(f"[^{re.escape(chars)}\\s]") if chars is not None else None
 
@@ -100,6 +106,8 @@ class TextFilter:
         if self.drop:  # as written in the file, before upper-casing
             words = [w for w in words if w not in self.drop]
         text = " ".join(words)
+        if self.join_clitics:
+            text = self.CLITIC.sub("", text)
         if self.uppercase:
             text = text.upper()
         if self.others is not None:
