@@ -159,9 +159,10 @@ def main() -> None:
         raise SystemExit(
             "benchmarks/kernels.py: the native kernels are not built; see `python -m seqtrain.ops build`"
         )
+    together = "side by side" if ops.group_runs_concurrently(2, torch.zeros(1)) else "one after the other"
     print(
         f"seqtrain native kernels ({build.variant()}) vs torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads"
+        f"{torch.get_num_threads()} threads; ours runs a BLSTM's two directions {together}"
     )
     if args.only != "ctc":
         peak = mm_gflops(args.reps)

@@ -19,10 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import seqtrain.layers.ctc  # noqa: F401  (registers the loss)
-from seqtrain import memory
+from seqtrain import memory, ops
 from seqtrain.config import AdamConfig
 from seqtrain.datasets.base import DataSpec
 from seqtrain.network import Network
+from seqtrain.ops import build
 from seqtrain.optim import build_optimizer
 from seqtrain.tensor import Dim, Tensor
 
@@ -178,6 +179,11 @@ def main() -> None:
         f"device {device}, {torch.get_num_threads()} threads, "
         f"plain nn.LSTM {'packed' if args.pack else 'padded'}"
     )
+    if device.type == "cpu" and ops.native_available():
+        together = "side by side" if ops.group_runs_concurrently(2, torch.zeros(1)) else "one after the other"
+        print(f"seqtrain kernels ({build.variant()}): a BLSTM layer's two directions run {together}")
+    else:
+        print("seqtrain kernels: not built here, nativelstm runs the pure-PyTorch reference")
     header = f"{'variant':<22} {'seqtrain frames/s':>18} {'plain frames/s':>15} {'ratio':>7}"
     print(f"{header}  (range over rounds)")
     for label, unit, bf16 in (
