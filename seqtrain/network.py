@@ -165,7 +165,13 @@ class Network(nn.Module):
                 continue
             if name in groups:
                 members = groups[name]
-                xs = [self._inputs(member, data, outputs)[0] for member in members]
+                # same sources: without dropout the members share one input (one concatenation, one copy)
+                shared = not self.training or not any(self.layers[m].opts.dropout for m in members)
+                xs = (
+                    [self._inputs(members[0], data, outputs)[0]] * len(members)
+                    if shared
+                    else [self._inputs(member, data, outputs)[0] for member in members]
+                )
                 outputs.update(zip(members, RecLayer.forward_group([self.layers[m] for m in members], xs)))
                 continue
             outputs[name] = call(name, layer, self._inputs(name, data, outputs))

@@ -312,7 +312,8 @@ def test_forward_piece_refuses_layers_that_need_whole_sequences():
         net.forward_piece(batch([2]), {})
 
 
-def test_blstm_directions_run_as_one_group_with_the_same_results():
+@pytest.mark.parametrize("training", [True, False], ids=["train (own dropout)", "eval (one shared input)"])
+def test_blstm_directions_run_as_one_group_with_the_same_results(training):
     from seqtrain import ops
 
     torch.manual_seed(0)
@@ -322,7 +323,7 @@ def test_blstm_directions_run_as_one_group_with_the_same_results():
         "gru": {"class": "rec", "unit": "gru", "n_out": 4},  # torch's unit: not grouped
         "output": {"class": "softmax", "from": ["fw", "bw", "gru"], "n_out": 3, "loss": "ce"},
     }
-    net = Network(layers, EXTERN).train()
+    net = Network(layers, EXTERN).train(training)
     assert net.rec_groups == {"fw": ["fw", "bw"]}
     data = batch([7, 3, 5])
     before = torch.get_num_threads()

@@ -64,6 +64,15 @@ def reverse_padded(x: torch.Tensor, seq_lens: torch.Tensor) -> torch.Tensor:
     return _ReversePadded.apply(x, seq_lens)
 
 
+def _once_each(xs: list[torch.Tensor], fn) -> list[torch.Tensor]:
+    """[fn(x) for x in xs], computed once per distinct tensor (layers of a group may share their input)."""
+    done: dict[int, torch.Tensor] = {}
+    for x in xs:
+        if id(x) not in done:
+            done[id(x)] = fn(x)
+    return [done[id(x)] for x in xs]
+
+
 @LAYERS.register("rec", RecOptions)
 class RecLayer(Layer):
     def __init__(self, name: str, opts: RecOptions, inputs: list[DataSpec]):
@@ -128,14 +137,18 @@ class RecLayer(Layer):
 
         calls = [
             ops.LstmCall(
-                x.transpose(0, 1),
+                x,
                 layer.weight_ih,
                 layer.weight_hh,
                 layer.bias,
                 layer.opts.direction,
                 *(state or (None, None)),
             )
-            for layer, x, state in zip(layers, xs, states or [None] * len(layers))
+            for layer, x, state in zip(
+                layers,
+                _once_each(xs, lambda x: x.transpose(0, 1).contiguous()),
+                states or [None] * len(layers),
+            )
         ]
         bf16 = bf16 and all(ops.lstm_bf16_available(c.x, c.weight_hh.shape[1]) for c in calls)
         return [(y.transpose(0, 1), final) for y, final in ops.lstm_group(calls, seq_lens.cpu(), bf16=bf16)]
@@ -163,7 +176,7 @@ class RecLayer(Layer):
         xs = x if isinstance(x, list) else [x]
         device = xs[0].raw.device.type
         bf16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
-        raws = [x.raw if x.raw.dtype == torch.float64 else x.raw.float() for x in xs]
+        raws = _once_each([x.raw for x in xs], lambda r: r if r.dtype == torch.float64 else r.float())
         with torch.autocast(device, enabled=False):
             return unit(raws if isinstance(x, list) else raws[0], bf16)
 
