@@ -57,14 +57,15 @@ bool lstm_group_concurrent(int64_t calls, bool cuda) {
 std::vector<at::Tensor> lstm_forward_group(const std::vector<at::Tensor>& xs, const std::vector<at::Tensor>& w_ihs,
                                            const std::vector<at::Tensor>& w_hhs,
                                            const std::vector<at::Tensor>& biases, const std::vector<at::Tensor>& h0s,
-                                           const std::vector<at::Tensor>& c0s, const at::Tensor& seq_lens,
+                                           const std::vector<at::Tensor>& c0s, const std::vector<at::Tensor>& seq_lens,
                                            const std::vector<int64_t>& directions, bool bf16, bool poison) {
   const size_t n = xs.size();
-  check_group(n, {w_ihs.size(), w_hhs.size(), biases.size(), h0s.size(), c0s.size(), directions.size()});
+  check_group(n, {w_ihs.size(), w_hhs.size(), biases.size(), h0s.size(), c0s.size(), seq_lens.size(),
+                  directions.size()});
   std::vector<std::vector<at::Tensor>> results(n);
   run_calls(n, lstm_group_concurrent(n, xs[0].is_cuda()), [&](int64_t i) {
-    results[i] = lstm_forward(xs[i], w_ihs[i], w_hhs[i], biases[i], h0s[i], c0s[i], seq_lens, directions[i], bf16,
-                              poison);
+    results[i] = lstm_forward(xs[i], w_ihs[i], w_hhs[i], biases[i], h0s[i], c0s[i], seq_lens[i], directions[i],
+                              bf16, poison);
   });
   std::vector<at::Tensor> flat;
   for (auto& r : results) flat.insert(flat.end(), r.begin(), r.end());
@@ -73,16 +74,16 @@ std::vector<at::Tensor> lstm_forward_group(const std::vector<at::Tensor>& xs, co
 
 std::vector<at::Tensor> lstm_backward_group(
     const std::vector<at::Tensor>& xs, const std::vector<at::Tensor>& w_ihs, const std::vector<at::Tensor>& w_hhs,
-    const at::Tensor& seq_lens, const std::vector<at::Tensor>& hss, const std::vector<at::Tensor>& css,
+    const std::vector<at::Tensor>& seq_lens, const std::vector<at::Tensor>& hss, const std::vector<at::Tensor>& css,
     const std::vector<at::Tensor>& actss, const std::vector<at::Tensor>& dys, const std::vector<at::Tensor>& dh_ns,
     const std::vector<at::Tensor>& dc_ns, const std::vector<int64_t>& directions, bool bf16,
     const std::vector<bool>& need_dxs, bool poison) {
   const size_t n = xs.size();
-  check_group(n, {w_ihs.size(), w_hhs.size(), hss.size(), css.size(), actss.size(), dys.size(), dh_ns.size(),
-                  dc_ns.size(), directions.size(), need_dxs.size()});
+  check_group(n, {w_ihs.size(), w_hhs.size(), seq_lens.size(), hss.size(), css.size(), actss.size(), dys.size(),
+                  dh_ns.size(), dc_ns.size(), directions.size(), need_dxs.size()});
   std::vector<std::vector<at::Tensor>> results(n);
   run_calls(n, lstm_group_concurrent(n, xs[0].is_cuda()), [&](int64_t i) {
-    results[i] = lstm_backward(xs[i], w_ihs[i], w_hhs[i], seq_lens, hss[i], css[i], actss[i], dys[i], dh_ns[i],
+    results[i] = lstm_backward(xs[i], w_ihs[i], w_hhs[i], seq_lens[i], hss[i], css[i], actss[i], dys[i], dh_ns[i],
                                dc_ns[i], directions[i], bf16, need_dxs[i], poison);
   });
   std::vector<at::Tensor> flat;

@@ -21,17 +21,17 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& x, const at::Tensor& w_i
                                       const at::Tensor& dc_n, int64_t direction, bool bf16, bool need_dx,
                                       bool poison);
 
-// lstm_forward / lstm_backward of independent calls over the same lengths (a BLSTM layer's directions), one
-// result list after the other (4 / 6 tensors per call); concurrently, one thread each, where
-// lstm_group_concurrent (no more threads than calls, CPU), else one after the other.
+// lstm_forward / lstm_backward of independent calls (a BLSTM layer's directions; pieces of stacked layers), each
+// with its own lengths, one result list after the other (4 / 6 tensors per call); concurrently, one thread
+// each, where lstm_group_concurrent (no more threads than calls, CPU), else one after the other.
 std::vector<at::Tensor> lstm_forward_group(const std::vector<at::Tensor>& xs, const std::vector<at::Tensor>& w_ihs,
                                            const std::vector<at::Tensor>& w_hhs,
                                            const std::vector<at::Tensor>& biases, const std::vector<at::Tensor>& h0s,
-                                           const std::vector<at::Tensor>& c0s, const at::Tensor& seq_lens,
+                                           const std::vector<at::Tensor>& c0s, const std::vector<at::Tensor>& seq_lens,
                                            const std::vector<int64_t>& directions, bool bf16, bool poison);
 std::vector<at::Tensor> lstm_backward_group(
     const std::vector<at::Tensor>& xs, const std::vector<at::Tensor>& w_ihs, const std::vector<at::Tensor>& w_hhs,
-    const at::Tensor& seq_lens, const std::vector<at::Tensor>& hss, const std::vector<at::Tensor>& css,
+    const std::vector<at::Tensor>& seq_lens, const std::vector<at::Tensor>& hss, const std::vector<at::Tensor>& css,
     const std::vector<at::Tensor>& actss, const std::vector<at::Tensor>& dys, const std::vector<at::Tensor>& dh_ns,
     const std::vector<at::Tensor>& dc_ns, const std::vector<int64_t>& directions, bool bf16,
     const std::vector<bool>& need_dxs, bool poison);

@@ -41,6 +41,7 @@ class Network(nn.Module):
         for name in outputs:
             self._build(name, [])
         self.rec_groups = self._rec_groups()
+        self.rec_chains = self._rec_chains()
 
     def output_layer_names(self) -> list[str]:
         def is_output(name: str, d: Any) -> bool:
@@ -136,9 +137,42 @@ class Network(nn.Module):
                 by_sources.setdefault((*self.sources[name], layer.opts.n_out), []).append(name)
         return {names[0]: names for names in by_sources.values() if len(names) > 1}
 
+    def _rec_chains(self) -> dict[str, list[str]]:
+        """Stacks of forward LSTM rec layers, each reading only the one before (an LSTM LM's layers), keyed by
+        the first: the forward pass pipelines them over time (RecLayer.forward_chain)."""
+        grouped = {m for members in self.rec_groups.values() for m in members}
+
+        def stackable(name: str) -> bool:
+            layer = self.layers[name] if name in self.layers else None
+            return (
+                isinstance(layer, RecLayer)
+                and layer.opts.unit in ("lstm", "nativelstm")
+                and layer.opts.direction == 1
+                and name not in grouped
+            )
+
+        chains, taken = {}, set()
+        for name in self.layers:
+            if not stackable(name) or name in taken:
+                continue
+            chain = [name]
+            while nxt := next(
+                (
+                    n
+                    for n in self.layers
+                    if n not in taken and stackable(n) and self.sources[n] == [chain[-1]]
+                ),
+                None,
+            ):
+                chain.append(nxt)
+                taken.add(nxt)
+            if len(chain) > 1:
+                chains[name] = chain
+        return chains
+
     # --- running ---
     def forward(self, data: dict[str, Tensor]) -> dict[str, Tensor]:
-        return self._run(data, lambda name, layer, inputs: layer(*inputs), self.rec_groups)
+        return self._run(data, lambda name, layer, inputs: layer(*inputs), self.rec_groups, self.rec_chains)
 
     def forward_piece(self, data: dict[str, Tensor], state: dict[str, Any]) -> tuple[dict[str, Tensor], dict]:
         """Runs on the next piece of each sequence (e.g. one more token of an LM's prefixes), continuing from
@@ -152,16 +186,22 @@ class Network(nn.Module):
                 new_state[name] = layer_state
             return out
 
-        return self._run(data, run, {}), new_state
+        return self._run(data, run, {}, {}), new_state
 
     def piece_blocker(self) -> str | None:
         """The first layer that cannot run on pieces of sequences (forward_piece), or None."""
         return next((name for name, layer in self.layers.items() if not layer.runs_in_pieces), None)
 
-    def _run(self, data: dict[str, Tensor], call, groups: dict[str, list[str]]) -> dict[str, Tensor]:
+    def _run(self, data: dict[str, Tensor], call, groups: dict, chains: dict) -> dict[str, Tensor]:
         outputs: dict[str, Tensor] = {}
         for name, layer in self.layers.items():  # insertion order is a topological order
-            if name in outputs:  # ran with its group
+            if name in outputs:  # ran with its group or chain
+                continue
+            if name in chains:
+                members = chains[name]
+                x = self._inputs(name, data, outputs)[0]
+                ys = RecLayer.forward_chain([self.layers[m] for m in members], x, self.training)
+                outputs.update(zip(members, ys))
                 continue
             if name in groups:
                 members = groups[name]

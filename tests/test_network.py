@@ -341,3 +341,39 @@ def test_blstm_directions_run_as_one_group_with_the_same_results(training):
     torch.testing.assert_close(runs[0][0], runs[1][0], atol=1e-6, rtol=1e-6)
     for grouped, alone in zip(runs[0][1], runs[1][1]):
         torch.testing.assert_close(grouped, alone, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_stacked_lstms_pipelined_over_time_give_the_same_results(training):
+    """An LSTM LM's stack: layer 2 runs piece c while layer 1 runs piece c + 1, each from its carried state."""
+    from seqtrain import ops
+
+    torch.manual_seed(0)
+    layers = {
+        "proj": {"class": "linear", "n_out": 8},
+        "lstm1": {"class": "rec", "unit": "lstm", "n_out": 32, "from": "proj", "dropout": 0.2},
+        "lstm2": {"class": "rec", "unit": "lstm", "n_out": 32, "from": "lstm1", "dropout": 0.2},
+        "lstm3": {"class": "rec", "unit": "lstm", "n_out": 16, "from": "lstm2"},
+        "output": {"class": "softmax", "from": ["lstm3", "lstm1"], "n_out": 3, "loss": "ce"},
+    }
+    net = Network(layers, EXTERN).train(training)
+    assert net.rec_chains == {"lstm1": ["lstm1", "lstm2", "lstm3"]}
+    data = batch([37, 30, 4, 1, 20])  # 37 frames: 8 pieces of 5 (the last 2), some sequences end early
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert not ops.native_available() or ops.group_runs_concurrently(2, data["data"].raw)
+        runs = []
+        for chains in (net.rec_chains, {}):
+            net.rec_chains = chains
+            torch.manual_seed(1)  # the same dropout masks
+            outputs = net(data)
+            loss = net.total_loss(net.losses(outputs, data))
+            runs.append((outputs["lstm3"].raw, loss, torch.autograd.grad(loss, list(net.parameters()))))
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(runs[0][0], runs[1][0], atol=1e-6, rtol=1e-5)
+    assert runs[0][0][2, 4:].abs().sum() == 0  # padding stays zero
+    torch.testing.assert_close(runs[0][1], runs[1][1], atol=1e-5, rtol=1e-5)
+    for chained, alone in zip(runs[0][2], runs[1][2]):
+        torch.testing.assert_close(chained, alone, atol=1e-5, rtol=1e-5)

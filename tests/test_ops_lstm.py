@@ -218,5 +218,14 @@ def test_group_error_in_a_concurrent_call_is_raised(two_threads):
     bad = w_ih[:, :-1].contiguous()
     with pytest.raises(RuntimeError, match="weight_ih must be"):
         build.native_module().lstm_forward_group(
-            [x, x], [w_ih, bad], [w_hh, w_hh], [bias, bias], [h0, h0], [c0, c0], lens, [1, -1], False, False
+            [x, x],
+            [w_ih, bad],
+            [w_hh, w_hh],
+            [bias, bias],
+            [h0, h0],
+            [c0, c0],
+            [lens, lens],
+            [1, -1],
+            False,
+            False,
         )

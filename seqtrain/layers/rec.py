@@ -18,6 +18,7 @@ from seqtrain.layers.base import LAYERS, Layer, LayerOptions
 from seqtrain.tensor import Dim, Tensor
 
 UNITS = ("lstm", "nativelstm", "standardlstm", "gru")
+CHAIN_PIECES = 8  # pieces of the time axis in a pipelined stack of LSTM layers (RecLayer.forward_chain)
 
 
 @dataclass
@@ -123,18 +124,78 @@ class RecLayer(Layer):
         return [layer._output(x, y) for layer, x, y in zip(layers, xs, ys)]
 
     @staticmethod
+    def forward_chain(layers: list[RecLayer], x: Tensor, training: bool) -> list[Tensor]:
+        """Stacked forward LSTM layers (each reads only the one before; x is the first's input), pipelined
+        over time: the sequences go in CHAIN_PIECES pieces, and layer j runs piece c while layer j + 1 runs
+        piece c - 1, as one ops.lstm_group (each call on its own thread), every piece continuing from the
+        state its layer's previous piece left. The dropout of each layer on its input is drawn for the whole
+        sequence, as the network would draw it. Where the group would not run concurrently (or the sequences
+        are short), the layers run one after the other."""
+        from seqtrain import ops
+
+        size = -(-x.raw.shape[1] // CHAIN_PIECES)
+        native = all(layer.use_native() for layer in layers)
+        if not native or x.raw.shape[1] < 2 * CHAIN_PIECES or not ops.group_runs_concurrently(2, x.raw):
+            outputs = []
+            for i, layer in enumerate(layers):
+                inp = x if i == 0 else outputs[-1]
+                p = layer.opts.dropout if i > 0 and training else 0.0
+                outputs.append(layer(inp.copy(raw=nn.functional.dropout(inp.raw, p)) if p else inp))
+            return outputs
+        time = x.time_dim
+        # The dropout of layers 2.. on their inputs: the masks the network would draw on the layers' outputs,
+        # in its order, with their dtype and time-major layout (dropout draws in memory order).
+        dtype = torch.float64 if x.raw.dtype == torch.float64 else torch.float32
+        batch, steps = x.raw.shape[:2]
+        masks = [None] + [
+            nn.functional.dropout(
+                x.raw.new_ones(steps, batch, layer.weight_ih.shape[1], dtype=dtype), p
+            ).transpose(0, 1)
+            if training and (p := layer.opts.dropout)
+            else None
+            for layer in layers[1:]
+        ]
+
+        def unit(raw: torch.Tensor, bf16: bool) -> list[torch.Tensor]:
+            pieces = [[None] * CHAIN_PIECES for _ in layers]
+            states = [[None] * CHAIN_PIECES for _ in layers]
+            lens = [(time.seq_lens.cpu() - c * size).clamp(0, size) for c in range(CHAIN_PIECES)]
+            for stage in range(CHAIN_PIECES + len(layers) - 1):
+                todo = [(j, stage - j) for j in range(len(layers)) if 0 <= stage - j < CHAIN_PIECES]
+                inputs = []
+                for j, c in todo:
+                    piece = raw[:, c * size : (c + 1) * size] if j == 0 else pieces[j - 1][c]
+                    if masks[j] is not None:
+                        piece = piece * masks[j][:, c * size : (c + 1) * size]
+                    inputs.append(piece)
+                results = RecLayer.run_native(
+                    [layers[j] for j, _ in todo],
+                    inputs,
+                    [lens[c] for _, c in todo],
+                    bf16,
+                    [states[j][c - 1] if c > 0 else None for j, c in todo],
+                )
+                for (j, c), (y, state) in zip(todo, results):
+                    pieces[j][c], states[j][c] = y, state
+            return [torch.cat(p, dim=1) for p in pieces]
+
+        ys = RecLayer._unit_call(x, unit)
+        return [layer._output(x, y) for layer, y in zip(layers, ys)]
+
+    @staticmethod
     def run_native(
         layers: list[RecLayer],
         xs: list[torch.Tensor],
-        seq_lens: torch.Tensor,
+        seq_lens: torch.Tensor | list[torch.Tensor],
         bf16: bool,
         states: list[tuple[torch.Tensor, torch.Tensor] | None] | None = None,
     ) -> list[tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]]:
-        """Our kernel for each layer's x [batch, time, in] (from its state, zeros if None), as one
-        ops.lstm_group: per layer y [batch, time, hidden] and the final (h, c). bf16: the GEMMs in bf16 where
-        the kernel can (ops.lstm_bf16_available)."""
+        """Our kernel for each layer's x [batch, time, in] (from its state, zeros if None; lengths shared or
+        one per layer), as one ops.lstm_group: per layer y [batch, time, hidden] and the final (h, c). bf16:
+        the GEMMs in bf16 where the kernel can (ops.lstm_bf16_available)."""
         from seqtrain import ops
 
+        lens = seq_lens if isinstance(seq_lens, list) else [seq_lens] * len(layers)
         calls = [
             ops.LstmCall(
                 x,
@@ -143,15 +204,17 @@ class RecLayer(Layer):
                 layer.bias,
                 layer.opts.direction,
                 *(state or (None, None)),
+                n.cpu(),
             )
-            for layer, x, state in zip(
+            for layer, x, state, n in zip(
                 layers,
                 _once_each(xs, lambda x: x.transpose(0, 1).contiguous()),
                 states or [None] * len(layers),
+                lens,
             )
         ]
         bf16 = bf16 and all(ops.lstm_bf16_available(c.x, c.weight_hh.shape[1]) for c in calls)
-        return [(y.transpose(0, 1), final) for y, final in ops.lstm_group(calls, seq_lens.cpu(), bf16=bf16)]
+        return [(y.transpose(0, 1), final) for y, final in ops.lstm_group(calls, lens[0].cpu(), bf16=bf16)]
 
     @property
     def runs_in_pieces(self) -> bool:

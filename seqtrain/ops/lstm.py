@@ -97,15 +97,18 @@ class LstmCall(NamedTuple):
     direction: int = 1
     h0: torch.Tensor | None = None
     c0: torch.Tensor | None = None
+    seq_lens: torch.Tensor | None = None  # this call's lengths, if not the group's
 
 
 def lstm_group(
     calls: Sequence[LstmCall], seq_lens: torch.Tensor, *, impl: str = "auto", bf16: bool = False
 ) -> list[tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]]:
-    """lstm() of independent calls over the same batch and lengths, e.g. the two directions of a BLSTM layer:
-    the same results, but the native CPU kernel runs them concurrently, one thread each, where there are no
-    more threads than calls (group_runs_concurrently), rather than splitting each time loop over threads."""
-    seq_lens = seq_lens.to(device="cpu", dtype=torch.int64)
+    """lstm() of independent calls, e.g. the two directions of a BLSTM layer (lengths: seq_lens, or a call's
+    own): the same results, but the native CPU kernel runs them concurrently, one thread each, where there
+    are no more threads than calls (group_runs_concurrently), rather than splitting each loop over threads."""
+    lens = [
+        (seq_lens if c.seq_lens is None else c.seq_lens).to(device="cpu", dtype=torch.int64) for c in calls
+    ]
     x0 = calls[0].x if calls else None
     if (
         x0 is None
@@ -118,23 +121,23 @@ def lstm_group(
                 c.weight_ih,
                 c.weight_hh,
                 c.bias,
-                seq_lens,
+                n,
                 direction=c.direction,
                 h0=c.h0,
                 c0=c.c0,
                 impl=impl,
                 bf16=bf16,
             )
-            for c in calls
+            for c, n in zip(calls, lens)
         ]
     flat = []
-    for c in calls:
-        _check_args(c.x, c.weight_ih, c.weight_hh, c.bias, seq_lens, c.direction)
+    for c, n in zip(calls, lens):
+        _check_args(c.x, c.weight_ih, c.weight_hh, c.bias, n, c.direction)
         if bf16:
             _check_bf16(c.x, c.weight_hh)
         flat += [c.x, c.weight_ih, c.weight_hh, c.bias, *_initial_state(c.x, c.weight_hh, c.h0, c.c0)]
     directions = [c.direction for c in calls]
-    out = _NativeLstmGroup.apply(len(calls), seq_lens, directions, bf16, build.poison_outputs(), *flat)
+    out = _NativeLstmGroup.apply(len(calls), lens, directions, bf16, build.poison_outputs(), *flat)
     return [(out[3 * i], (out[3 * i + 1], out[3 * i + 2])) for i in range(len(calls))]
 
 
@@ -153,8 +156,8 @@ class _NativeLstmGroup(torch.autograd.Function):
         args = [flat[k::6] for k in range(6)]  # xs, w_ihs, w_hhs, biases, h0s, c0s
         res = build.native_module().lstm_forward_group(*args, seq_lens, directions, bf16, poison)
         ys, hss, css, actss = (res[k::4] for k in range(4))
-        ctx.save_for_backward(seq_lens, *args[0], *args[1], *args[2], *hss, *css, *actss)
-        ctx.n, ctx.directions, ctx.bf16, ctx.poison = n, directions, bf16, poison
+        ctx.save_for_backward(*args[0], *args[1], *args[2], *hss, *css, *actss)
+        ctx.n, ctx.seq_lens, ctx.directions, ctx.bf16, ctx.poison = n, seq_lens, directions, bf16, poison
         out = []
         for y, hs, cs, d in zip(ys, hss, css, directions):
             last = hs.shape[0] - 1 if d > 0 else 0  # as _NativeLstm
@@ -165,7 +168,7 @@ class _NativeLstmGroup(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, *grads):
         n = ctx.n
-        seq_lens, *saved = ctx.saved_tensors
+        saved = ctx.saved_tensors
         xs, w_ihs, w_hhs, hss, css, actss = (saved[k * n : (k + 1) * n] for k in range(6))
         dys, dh_ns, dc_ns = (list(grads[k::3]) for k in range(3))
         need_dxs = [ctx.needs_input_grad[5 + 6 * i] for i in range(n)]
@@ -173,7 +176,7 @@ class _NativeLstmGroup(torch.autograd.Function):
             xs,
             w_ihs,
             w_hhs,
-            seq_lens,
+            ctx.seq_lens,
             hss,
             css,
             actss,
