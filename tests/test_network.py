@@ -345,7 +345,7 @@ def test_blstm_directions_run_as_one_group_with_the_same_results(training):
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_stacked_lstms_pipelined_over_time_give_the_same_results(training):
-    """An LSTM LM's stack: layer 2 runs piece c while layer 1 runs piece c + 1, each from its carried state."""
+    """An LSTM LM's stack: layer 2 runs piece c while layer 1 runs piece c + 1, from carried states."""
     from seqtrain import ops
 
     torch.manual_seed(0)
