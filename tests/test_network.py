@@ -312,10 +312,32 @@ def test_forward_piece_refuses_layers_that_need_whole_sequences():
         net.forward_piece(batch([2]), {})
 
 
-@pytest.mark.parametrize("training", [True, False], ids=["train (own dropout)", "eval (one shared input)"])
-def test_blstm_directions_run_as_one_group_with_the_same_results(training):
+def run_with_and_without(net: Network, attr: str, data: dict, watch: str) -> list[tuple]:
+    """(output `watch`, loss, parameter gradients) with net.<attr> (the rec groups or chains) as built and
+    with it emptied, both on 2 threads (where the kernel runs a group's calls concurrently) and with the
+    same dropout masks."""
     from seqtrain import ops
 
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert not ops.native_available() or ops.group_runs_concurrently(2, data["data"].raw)
+        runs = []
+        for value in (getattr(net, attr), {}):
+            setattr(net, attr, value)
+            torch.manual_seed(1)
+            outputs = net(data)
+            loss = net.total_loss(net.losses(outputs, data))
+            runs.append((outputs[watch].raw, loss, torch.autograd.grad(loss, list(net.parameters()))))
+    finally:
+        torch.set_num_threads(before)
+    for together, alone in zip(*runs):
+        torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+    return runs
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train (own dropout)", "eval (one shared input)"])
+def test_blstm_directions_run_as_one_group_with_the_same_results(training):
     torch.manual_seed(0)
     layers = {
         "fw": {"class": "rec", "unit": "lstm", "n_out": 32, "direction": 1, "dropout": 0.1},
@@ -325,29 +347,12 @@ def test_blstm_directions_run_as_one_group_with_the_same_results(training):
     }
     net = Network(layers, EXTERN).train(training)
     assert net.rec_groups == {"fw": ["fw", "bw"]}
-    data = batch([7, 3, 5])
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        assert not ops.native_available() or ops.group_runs_concurrently(2, data["data"].raw)
-        runs = []
-        for groups in (net.rec_groups, {}):
-            net.rec_groups = groups
-            torch.manual_seed(1)  # the same dropout masks
-            loss = net.total_loss(net.losses(net(data), data))
-            runs.append((loss, torch.autograd.grad(loss, list(net.parameters()))))
-    finally:
-        torch.set_num_threads(before)
-    torch.testing.assert_close(runs[0][0], runs[1][0], atol=1e-6, rtol=1e-6)
-    for grouped, alone in zip(runs[0][1], runs[1][1]):
-        torch.testing.assert_close(grouped, alone, atol=1e-6, rtol=1e-6)
+    run_with_and_without(net, "rec_groups", batch([7, 3, 5]), "output")
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_stacked_lstms_pipelined_over_time_give_the_same_results(training):
     """An LSTM LM's stack: layer 2 runs piece c while layer 1 runs piece c + 1, from carried states."""
-    from seqtrain import ops
-
     torch.manual_seed(0)
     layers = {
         "proj": {"class": "linear", "n_out": 8},
@@ -359,21 +364,5 @@ def test_stacked_lstms_pipelined_over_time_give_the_same_results(training):
     net = Network(layers, EXTERN).train(training)
     assert net.rec_chains == {"lstm1": ["lstm1", "lstm2", "lstm3"]}
     data = batch([37, 30, 4, 1, 20])  # 37 frames: 8 pieces of 5 (the last 2), some sequences end early
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        assert not ops.native_available() or ops.group_runs_concurrently(2, data["data"].raw)
-        runs = []
-        for chains in (net.rec_chains, {}):
-            net.rec_chains = chains
-            torch.manual_seed(1)  # the same dropout masks
-            outputs = net(data)
-            loss = net.total_loss(net.losses(outputs, data))
-            runs.append((outputs["lstm3"].raw, loss, torch.autograd.grad(loss, list(net.parameters()))))
-    finally:
-        torch.set_num_threads(before)
-    torch.testing.assert_close(runs[0][0], runs[1][0], atol=1e-6, rtol=1e-5)
+    runs = run_with_and_without(net, "rec_chains", data, "lstm3")
     assert runs[0][0][2, 4:].abs().sum() == 0  # padding stays zero
-    torch.testing.assert_close(runs[0][1], runs[1][1], atol=1e-5, rtol=1e-5)
-    for chained, alone in zip(runs[0][2], runs[1][2]):
-        torch.testing.assert_close(chained, alone, atol=1e-5, rtol=1e-5)
