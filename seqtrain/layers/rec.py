@@ -126,14 +126,15 @@ class RecLayer(Layer):
     @staticmethod
     def forward_chain(layers: list[RecLayer], x: Tensor, training: bool) -> list[Tensor]:
         """Stacked forward LSTM layers (each reads only the one before; x is the first's input), pipelined
-        over time: the sequences go in CHAIN_PIECES pieces, and layer j runs piece c while layer j + 1 runs
-        piece c - 1, as one ops.lstm_group (each call on its own thread), every piece continuing from the
-        state its layer's previous piece left. The dropout of each layer on its input is drawn for the whole
-        sequence, as the network would draw it. Where the group would not run concurrently (or the sequences
-        are short), the layers run one after the other."""
+        over time: the sequences go in up to CHAIN_PIECES pieces, and layer j runs piece c while layer j + 1
+        runs piece c - 1, as one ops.lstm_group (each call on its own thread), every piece continuing from
+        the state its layer's previous piece left. The dropout of each layer on its input is drawn for the
+        whole sequence, as the network would draw it. Where the group would not run concurrently (or the
+        sequences are short), the layers run one after the other."""
         from seqtrain import ops
 
         size = -(-x.raw.shape[1] // CHAIN_PIECES)
+        count = -(-x.raw.shape[1] // size)  # at most CHAIN_PIECES, none of them empty
         native = all(layer.use_native() for layer in layers)
         if not native or x.raw.shape[1] < 2 * CHAIN_PIECES or not ops.group_runs_concurrently(2, x.raw):
             outputs = []
@@ -157,11 +158,11 @@ class RecLayer(Layer):
         ]
 
         def unit(raw: torch.Tensor, bf16: bool) -> list[torch.Tensor]:
-            pieces = [[None] * CHAIN_PIECES for _ in layers]
-            states = [[None] * CHAIN_PIECES for _ in layers]
-            lens = [(time.seq_lens.cpu() - c * size).clamp(0, size) for c in range(CHAIN_PIECES)]
-            for stage in range(CHAIN_PIECES + len(layers) - 1):
-                todo = [(j, stage - j) for j in range(len(layers)) if 0 <= stage - j < CHAIN_PIECES]
+            pieces = [[None] * count for _ in layers]
+            states = [[None] * count for _ in layers]
+            lens = [(time.seq_lens.cpu() - c * size).clamp(0, size) for c in range(count)]
+            for stage in range(count + len(layers) - 1):
+                todo = [(j, stage - j) for j in range(len(layers)) if 0 <= stage - j < count]
                 inputs = []
                 for j, c in todo:
                     piece = raw[:, c * size : (c + 1) * size] if j == 0 else pieces[j - 1][c]
