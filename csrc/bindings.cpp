@@ -5,8 +5,6 @@
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "seqtrain native kernels: LSTM (NativeLstm2 design) and CTC";
-  m.def("lstm_forward", &seqtrain::lstm_forward);
-  m.def("lstm_backward", &seqtrain::lstm_backward);
   m.def("lstm_forward_group", &seqtrain::lstm_forward_group);
   m.def("lstm_backward_group", &seqtrain::lstm_backward_group);
   m.def("lstm_group_concurrent", &seqtrain::lstm_group_concurrent);

@@ -4,7 +4,6 @@
 // while separate calls never wait on each other. Otherwise they run one after the other with all threads.
 #include <ATen/Parallel.h>
 
-#include <algorithm>
 #include <exception>
 
 #ifdef _OPENMP
@@ -16,8 +15,10 @@
 namespace seqtrain {
 namespace {
 
+// call(i) for i in [0, n), each returning a result list; the lists one after the other.
 template <typename Call>
-void run_calls(int64_t n, bool concurrent, const Call& call) {
+std::vector<at::Tensor> run_calls(int64_t n, bool concurrent, const Call& call) {
+  std::vector<std::vector<at::Tensor>> results(n);
 #ifdef _OPENMP
   if (concurrent) {
     std::vector<std::exception_ptr> errors(n);
@@ -25,17 +26,20 @@ void run_calls(int64_t n, bool concurrent, const Call& call) {
 #pragma omp parallel for num_threads(at::get_num_threads()) schedule(static, 1)
     for (int64_t i = 0; i < n; ++i) {
       try {
-        call(i);
+        results[i] = call(i);
       } catch (...) {
         errors[i] = std::current_exception();
       }
     }
     for (const auto& error : errors)
       if (error) std::rethrow_exception(error);
-    return;
   }
 #endif
-  for (int64_t i = 0; i < n; ++i) call(i);
+  if (!concurrent)
+    for (int64_t i = 0; i < n; ++i) results[i] = call(i);
+  std::vector<at::Tensor> flat;
+  for (auto& r : results) flat.insert(flat.end(), r.begin(), r.end());
+  return flat;
 }
 
 void check_group(size_t n, std::initializer_list<size_t> sizes) {
@@ -62,14 +66,10 @@ std::vector<at::Tensor> lstm_forward_group(const std::vector<at::Tensor>& xs, co
   const size_t n = xs.size();
   check_group(n, {w_ihs.size(), w_hhs.size(), biases.size(), h0s.size(), c0s.size(), seq_lens.size(),
                   directions.size()});
-  std::vector<std::vector<at::Tensor>> results(n);
-  run_calls(n, lstm_group_concurrent(n, xs[0].is_cuda()), [&](int64_t i) {
-    results[i] = lstm_forward(xs[i], w_ihs[i], w_hhs[i], biases[i], h0s[i], c0s[i], seq_lens[i], directions[i],
-                              bf16, poison);
+  return run_calls(n, lstm_group_concurrent(n, xs[0].is_cuda()), [&](int64_t i) {
+    return lstm_forward(xs[i], w_ihs[i], w_hhs[i], biases[i], h0s[i], c0s[i], seq_lens[i], directions[i], bf16,
+                        poison);
   });
-  std::vector<at::Tensor> flat;
-  for (auto& r : results) flat.insert(flat.end(), r.begin(), r.end());
-  return flat;
 }
 
 std::vector<at::Tensor> lstm_backward_group(
@@ -81,14 +81,10 @@ std::vector<at::Tensor> lstm_backward_group(
   const size_t n = xs.size();
   check_group(n, {w_ihs.size(), w_hhs.size(), seq_lens.size(), hss.size(), css.size(), actss.size(), dys.size(),
                   dh_ns.size(), dc_ns.size(), directions.size(), need_dxs.size()});
-  std::vector<std::vector<at::Tensor>> results(n);
-  run_calls(n, lstm_group_concurrent(n, xs[0].is_cuda()), [&](int64_t i) {
-    results[i] = lstm_backward(xs[i], w_ihs[i], w_hhs[i], seq_lens[i], hss[i], css[i], actss[i], dys[i], dh_ns[i],
-                               dc_ns[i], directions[i], bf16, need_dxs[i], poison);
+  return run_calls(n, lstm_group_concurrent(n, xs[0].is_cuda()), [&](int64_t i) {
+    return lstm_backward(xs[i], w_ihs[i], w_hhs[i], seq_lens[i], hss[i], css[i], actss[i], dys[i], dh_ns[i],
+                         dc_ns[i], directions[i], bf16, need_dxs[i], poison);
   });
-  std::vector<at::Tensor> flat;
-  for (auto& r : results) flat.insert(flat.end(), r.begin(), r.end());
-  return flat;
 }
 
 }  // namespace seqtrain

@@ -24,6 +24,11 @@ from seqtrain.registry import parse_options
 from seqtrain.tensor import Dim, Tensor
 
 
+def _kernel_lstm(layer: Layer) -> bool:
+    """A rec layer that our LSTM kernel may run (rec_groups, rec_chains)."""
+    return isinstance(layer, RecLayer) and layer.opts.unit in ("lstm", "nativelstm")
+
+
 class Network(nn.Module):
     def __init__(self, layer_dict: Mapping[str, Any], extern_data: dict[str, DataSpec]):
         super().__init__()
@@ -132,7 +137,7 @@ class Network(nn.Module):
         the forward pass runs each group at once (RecLayer.forward_group)."""
         by_sources: dict[tuple, list[str]] = {}
         for name, layer in self.layers.items():
-            if isinstance(layer, RecLayer) and layer.opts.unit in ("lstm", "nativelstm"):
+            if _kernel_lstm(layer):
                 # equal sizes: each runs on one thread, so a larger one would keep the others waiting
                 by_sources.setdefault((*self.sources[name], layer.opts.n_out), []).append(name)
         return {names[0]: names for names in by_sources.values() if len(names) > 1}
@@ -143,13 +148,8 @@ class Network(nn.Module):
         grouped = {m for members in self.rec_groups.values() for m in members}
 
         def stackable(name: str) -> bool:
-            layer = self.layers[name] if name in self.layers else None
-            return (
-                isinstance(layer, RecLayer)
-                and layer.opts.unit in ("lstm", "nativelstm")
-                and layer.opts.direction == 1
-                and name not in grouped
-            )
+            layer = self.layers[name]
+            return _kernel_lstm(layer) and layer.opts.direction == 1 and name not in grouped
 
         chains, taken = {}, set()
         for name in self.layers:
@@ -198,10 +198,12 @@ class Network(nn.Module):
             if name in outputs:  # ran with its group or chain
                 continue
             if name in chains:
-                members = chains[name]
                 x = self._inputs(name, data, outputs)[0]
-                ys = RecLayer.forward_chain([self.layers[m] for m in members], x, self.training)
-                outputs.update(zip(members, ys))
+                members = [self.layers[m] for m in chains[name]]
+                if RecLayer.chain_pipelines(members, x):
+                    outputs.update(zip(chains[name], RecLayer.forward_chain(members, x, self.training)))
+                else:  # the layers one after the other, as any others
+                    outputs[name] = call(name, layer, [x])
                 continue
             if name in groups:
                 members = groups[name]

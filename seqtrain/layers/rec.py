@@ -110,12 +110,9 @@ class RecLayer(Layer):
     @staticmethod
     def forward_group(layers: list[RecLayer], xs: list[Tensor]) -> list[Tensor]:
         """Layers reading the same sources (a BLSTM layer's two directions), all at once: our kernel runs them
-        concurrently, one thread each, where there are no more threads than layers (ops.lstm_group); else
-        each runs on its own. The outputs are the same either way."""
-        from seqtrain import ops
-
-        native = all(layer.use_native() for layer in layers)
-        if not native or not ops.group_runs_concurrently(len(layers), xs[0].raw):
+        as one ops.lstm_group (concurrently, one thread each, where there are no more threads than layers);
+        torch's units each on its own. The outputs are the same either way."""
+        if not all(layer.use_native() for layer in layers):
             return [layer(x) for layer, x in zip(layers, xs)]
         seq_lens = xs[0].time_dim.seq_lens
         ys = RecLayer._unit_call(
@@ -124,25 +121,23 @@ class RecLayer(Layer):
         return [layer._output(x, y) for layer, x, y in zip(layers, xs, ys)]
 
     @staticmethod
+    def chain_pipelines(layers: list[RecLayer], x: Tensor) -> bool:
+        """Whether forward_chain pays for these layers and input: our kernel for all, the pieces run
+        concurrently, and sequences long enough for CHAIN_PIECES pieces of at least 2 frames."""
+        from seqtrain import ops
+
+        native = all(layer.use_native() for layer in layers)
+        return native and x.raw.shape[1] >= 2 * CHAIN_PIECES and ops.group_runs_concurrently(2, x.raw)
+
+    @staticmethod
     def forward_chain(layers: list[RecLayer], x: Tensor, training: bool) -> list[Tensor]:
         """Stacked forward LSTM layers (each reads only the one before; x is the first's input), pipelined
         over time: the sequences go in up to CHAIN_PIECES pieces, and layer j runs piece c while layer j + 1
         runs piece c - 1, as one ops.lstm_group (each call on its own thread), every piece continuing from
         the state its layer's previous piece left. The dropout of each layer on its input is drawn for the
-        whole sequence, as the network would draw it. Where the group would not run concurrently (or the
-        sequences are short), the layers run one after the other."""
-        from seqtrain import ops
-
+        whole sequence, as the network would draw it. For layers and inputs where chain_pipelines holds."""
         size = -(-x.raw.shape[1] // CHAIN_PIECES)
         count = -(-x.raw.shape[1] // size)  # at most CHAIN_PIECES, none of them empty
-        native = all(layer.use_native() for layer in layers)
-        if not native or x.raw.shape[1] < 2 * CHAIN_PIECES or not ops.group_runs_concurrently(2, x.raw):
-            outputs = []
-            for i, layer in enumerate(layers):
-                inp = x if i == 0 else outputs[-1]
-                p = layer.opts.dropout if i > 0 and training else 0.0
-                outputs.append(layer(inp.copy(raw=nn.functional.dropout(inp.raw, p)) if p else inp))
-            return outputs
         time = x.time_dim
         # The dropout of layers 2.. on their inputs: the masks the network would draw on the layers' outputs,
         # in its order, with their dtype and time-major layout (dropout draws in memory order).

@@ -16,40 +16,6 @@ from torch.autograd.function import once_differentiable
 from seqtrain.ops import build, reference
 
 
-class _NativeLstm(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight_ih, weight_hh, bias, h0, c0, seq_lens, direction, bf16, poison):
-        y, hs, cs, acts = build.native_module().lstm_forward(
-            x, weight_ih, weight_hh, bias, h0, c0, seq_lens, direction, bf16, poison
-        )
-        ctx.save_for_backward(x, weight_ih, weight_hh, seq_lens, hs, cs, acts)
-        ctx.direction, ctx.bf16, ctx.poison = direction, bf16, poison
-        last = hs.shape[0] - 1 if direction > 0 else 0  # where lstm.cpp keeps the state after the last step
-        return y, hs[last].clone(), cs[last].clone()
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy, dh_n, dc_n):
-        x, weight_ih, weight_hh, seq_lens, hs, cs, acts = ctx.saved_tensors
-        grads = build.native_module().lstm_backward(
-            x,
-            weight_ih,
-            weight_hh,
-            seq_lens,
-            hs,
-            cs,
-            acts,
-            dy,
-            dh_n,
-            dc_n,
-            ctx.direction,
-            ctx.bf16,
-            ctx.needs_input_grad[0],  # no dx GEMM for a first layer reading the data
-            ctx.poison,
-        )
-        return (*grads, None, None, None, None)
-
-
 def lstm(
     x: torch.Tensor,
     weight_ih: torch.Tensor,
@@ -74,17 +40,8 @@ def lstm(
     outputs and gradients stay float32. The reference computes the same rounding (slowly); the native kernel
     raises where it cannot run it.
     """
-    _check_args(x, weight_ih, weight_hh, bias, seq_lens, direction)
-    h0, c0 = _initial_state(x, weight_hh, h0, c0)
-    seq_lens = seq_lens.to(device="cpu", dtype=torch.int64)
-    if build.resolve_impl(impl, x) == "reference":
-        return reference.lstm_reference(x, weight_ih, weight_hh, bias, seq_lens, direction, h0, c0, bf16)
-    if bf16:
-        _check_bf16(x, weight_hh)
-    y, h_n, c_n = _NativeLstm.apply(
-        x, weight_ih, weight_hh, bias, h0, c0, seq_lens, direction, bf16, build.poison_outputs()
-    )
-    return y, (h_n, c_n)
+    call = LstmCall(x, weight_ih, weight_hh, bias, direction, h0, c0)
+    return lstm_group([call], seq_lens, impl=impl, bf16=bf16)[0]
 
 
 class LstmCall(NamedTuple):
@@ -109,35 +66,21 @@ def lstm_group(
     lens = [
         (seq_lens if c.seq_lens is None else c.seq_lens).to(device="cpu", dtype=torch.int64) for c in calls
     ]
-    x0 = calls[0].x if calls else None
-    if (
-        x0 is None
-        or build.resolve_impl(impl, x0) == "reference"
-        or not group_runs_concurrently(len(calls), x0)
-    ):
-        return [
-            lstm(
-                c.x,
-                c.weight_ih,
-                c.weight_hh,
-                c.bias,
-                n,
-                direction=c.direction,
-                h0=c.h0,
-                c0=c.c0,
-                impl=impl,
-                bf16=bf16,
-            )
-            for c, n in zip(calls, lens)
-        ]
-    flat = []
+    states = []
     for c, n in zip(calls, lens):
         _check_args(c.x, c.weight_ih, c.weight_hh, c.bias, n, c.direction)
-        if bf16:
+        states.append(_initial_state(c.x, c.weight_hh, c.h0, c.c0))
+    if calls and build.resolve_impl(impl, calls[0].x) == "reference":
+        return [
+            reference.lstm_reference(c.x, c.weight_ih, c.weight_hh, c.bias, n, c.direction, h0, c0, bf16)
+            for c, n, (h0, c0) in zip(calls, lens, states)
+        ]
+    if bf16:
+        for c in calls:
             _check_bf16(c.x, c.weight_hh)
-        flat += [c.x, c.weight_ih, c.weight_hh, c.bias, *_initial_state(c.x, c.weight_hh, c.h0, c.c0)]
+    flat = [t for c, state in zip(calls, states) for t in (c.x, c.weight_ih, c.weight_hh, c.bias, *state)]
     directions = [c.direction for c in calls]
-    out = _NativeLstmGroup.apply(len(calls), lens, directions, bf16, build.poison_outputs(), *flat)
+    out = _NativeLstm.apply(len(calls), lens, directions, bf16, build.poison_outputs(), *flat)
     return [(out[3 * i], (out[3 * i + 1], out[3 * i + 2])) for i in range(len(calls))]
 
 
@@ -148,8 +91,9 @@ def group_runs_concurrently(calls: int, x: torch.Tensor) -> bool:
     return bool(build.native_module().lstm_group_concurrent(calls, False))
 
 
-class _NativeLstmGroup(torch.autograd.Function):
-    """_NativeLstm for several calls at once (flat inputs: x, weight_ih, weight_hh, bias, h0, c0 per call)."""
+class _NativeLstm(torch.autograd.Function):
+    """The native kernel for one or more lstm() calls at once (lstm_forward_group / lstm_backward_group; flat
+    inputs: x, weight_ih, weight_hh, bias, h0, c0 per call)."""
 
     @staticmethod
     def forward(ctx, n, seq_lens, directions, bf16, poison, *flat):
@@ -160,7 +104,7 @@ class _NativeLstmGroup(torch.autograd.Function):
         ctx.n, ctx.seq_lens, ctx.directions, ctx.bf16, ctx.poison = n, seq_lens, directions, bf16, poison
         out = []
         for y, hs, cs, d in zip(ys, hss, css, directions):
-            last = hs.shape[0] - 1 if d > 0 else 0  # as _NativeLstm
+            last = hs.shape[0] - 1 if d > 0 else 0  # where lstm.cpp keeps the state after the last step
             out += [y, hs[last].clone(), cs[last].clone()]
         return tuple(out)
 
@@ -171,7 +115,7 @@ class _NativeLstmGroup(torch.autograd.Function):
         saved = ctx.saved_tensors
         xs, w_ihs, w_hhs, hss, css, actss = (saved[k * n : (k + 1) * n] for k in range(6))
         dys, dh_ns, dc_ns = (list(grads[k::3]) for k in range(3))
-        need_dxs = [ctx.needs_input_grad[5 + 6 * i] for i in range(n)]
+        need_dxs = [ctx.needs_input_grad[5 + 6 * i] for i in range(n)]  # no dx GEMM for a layer reading data
         res = build.native_module().lstm_backward_group(
             xs,
             w_ihs,
