@@ -8,6 +8,7 @@ state_dict keys read `layers.<layer>.<param>`.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,8 @@ from seqtrain.layers.loss import LOSSES, LossValue, check_loss
 from seqtrain.layers.rec import RecLayer
 from seqtrain.registry import parse_options
 from seqtrain.tensor import Dim, Tensor
+
+log = logging.getLogger(__name__)
 
 
 def _kernel_lstm(layer: Layer) -> bool:
@@ -45,6 +48,9 @@ class Network(nn.Module):
             )
         for name in outputs:
             self._build(name, [])
+        unused = [name for name in self.layer_dict if name not in self.layers]
+        if unused:  # as in RETURNN they are not built; a typo in a `from` should not pass unnoticed
+            log.warning("network.layers: %s not reachable from an output layer, not built", ", ".join(unused))
         self.rec_groups = self._rec_groups()
         self.rec_chains = self._rec_chains()
 

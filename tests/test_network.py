@@ -99,6 +99,18 @@ def test_from_defaults_and_comments():
     assert "layers.output.linear.weight" in net.state_dict()
 
 
+def test_unreachable_layer_is_named(caplog):
+    layers = {
+        "h": {"class": "linear", "n_out": 4},
+        "h2": {"class": "no_such_class", "from": "h"},  # not built, so its class is not looked up either
+        "output": {"class": "softmax", "from": "data", "loss": "ce"},
+    }
+    with caplog.at_level("WARNING", logger="seqtrain.network"):
+        net = Network(layers, EXTERN)
+    assert list(net.layers) == ["output"]
+    assert "network.layers: h, h2 not reachable from an output layer" in caplog.text
+
+
 def reference_lstm(layer, x):
     lstm = torch.nn.LSTM(x.shape[-1], layer.opts.n_out, batch_first=True)
     with torch.no_grad():
