@@ -100,6 +100,13 @@ def test_default_n_out_of_a_ctc_layer_is_classes_plus_one():
     assert network.specs["output"].dim == CLASSES + 1
 
 
+@pytest.mark.parametrize("preset, blstm_layers", [("fsdd", 2), ("tts", 3)])
+def test_preset_networks_build(preset, blstm_layers):
+    network = net(compose(f"+experiment={preset}", "network.vars.lstm_dim=8").network.layers)
+    assert sum(name.startswith("lstm") for name in network.layers) == 2 * blstm_layers
+    assert network.sources["output"] == [f"lstm{blstm_layers}_fw", f"lstm{blstm_layers}_bw"]
+
+
 def test_blstm_ctc_config_builds_and_reduces_time_4x():
     cfg = compose(
         "network=blstm_ctc",
