@@ -1,5 +1,5 @@
 # The two commands of the README: `make run` (set up, then train the default experiment) and `make test`.
-# Both create .venv on first use; pass overrides to run with ARGS, e.g. make run ARGS="network=blstm".
+# Both create .venv on first use; pass overrides to run with ARGS, e.g. make run ARGS="network=blstm_framewise".
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip

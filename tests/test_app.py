@@ -15,7 +15,9 @@ SHORT = ["dataset.train.num_seqs=100", "dataset.dev.num_seqs=20", "engine.num_ep
 
 
 def test_compose_groups_and_overrides():
-    cfg = compose("network=blstm", "optimizer=sgd", "optimizer.lr=0.1", "optimizer.momentum=0.9", "task=eval")
+    cfg = compose(
+        "network=blstm_framewise", "optimizer=sgd", "optimizer.lr=0.1", "optimizer.momentum=0.9", "task=eval"
+    )
     assert cfg.optimizer.name == "sgd" and cfg.optimizer.lr == 0.1 and cfg.optimizer.momentum == 0.9
     assert cfg.lr_control.learning_rate == 0.1  # follows optimizer.lr
     assert cfg.task.name == "eval" and "lstm2_bw" in cfg.network.layers

@@ -107,9 +107,17 @@ def test_preset_networks_build(preset, blstm_layers):
     assert network.sources["output"] == [f"lstm{blstm_layers}_fw", f"lstm{blstm_layers}_bw"]
 
 
+def test_librispeech_preset_composes_the_flagship_recipe():
+    cfg = compose("+experiment=librispeech", "dataset.root=/data/LibriSpeech")
+    assert cfg.network.vars["lstm_dim"] == 512 and cfg.network.layers["output"]["loss"] == "ctc"
+    assert cfg.dataset.train["class"] == "librispeech" and cfg.dataset.train["root"] == "/data/LibriSpeech"
+    assert cfg.lr_control.type == "newbob_multi_epoch"
+    assert cfg.lr_control.newbob_multi_num_epochs == cfg.dataset.train["partition_epoch"]
+
+
 def test_blstm_ctc_config_builds_and_reduces_time_4x():
     cfg = compose(
-        "network=blstm_ctc",
+        "network=blstm",
         "network.vars.lstm_dim=8",
     )
     network = net(cfg.network.layers)

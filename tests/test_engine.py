@@ -13,7 +13,7 @@ SMALL = [
     "engine.tensorboard=false",
     "engine.progress_bar=false",
 ]
-BLSTM = ["network=blstm", "network.vars.lstm_dim=8", "network.vars.dropout=0.2"]
+BLSTM = ["network=blstm_framewise", "network.vars.lstm_dim=8", "network.vars.dropout=0.2"]
 
 
 def train(run_dir, *overrides):
