@@ -199,7 +199,9 @@ class SearchConfig:
         None, "beam: extend prefixes only by this many best labels per frame (null: all)"
     )
     length_bonus: float = opt(
-        0.0, "beam: added per label to a hypothesis' score (counters the LM's bias to short)"
+        0.0,
+        "beam: added per label (per word with lm_unit=word) to a hypothesis' score (counters the LM's "
+        "bias to short)",
     )
     lm_run_dir: str | None = opt(
         None, "beam: run dir of an LM trained with seqtrain (label-level, same labels)"
@@ -207,6 +209,12 @@ class SearchConfig:
     lm_epoch: int | None = opt(None, "checkpoint epoch of the LM (default: its last)")
     lm_output_layer: str = opt("output", "the LM's softmax layer")
     lm_weight: float = opt(0.0, "shallow fusion: score = log P_ctc + lm_weight * log P_lm (+ length bonus)")
+    lm_unit: str = opt(
+        "label", "label: the LM predicts the acoustic model's labels; word: a word LM, scored at word ends"
+    )
+    lm_oov_penalty: float = opt(
+        0.0, "lm_unit=word: subtracted from the LM's log P(<unk>) for each word it does not know"
+    )
 
 
 @dataclass

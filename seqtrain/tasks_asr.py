@@ -27,6 +27,7 @@ from seqtrain.search import (
 )
 from seqtrain.tasks import Loaded, load_for_task, task
 from seqtrain.wer import ErrorStats, chars, words
+from seqtrain.word_lm import WordLM
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ def search(exp) -> None:
     check_dataset_and_layer(exp, "task.search", opts.dataset, opts.output_layer)
     if opts.decoder not in ("greedy", "beam"):
         raise ConfigError(f"task.search.decoder: unknown {opts.decoder!r}; known: greedy, beam")
+    if opts.lm_unit not in ("label", "word"):
+        raise ConfigError(f"task.search.lm_unit: unknown {opts.lm_unit!r}; known: label, word")
     loaded = load_model(exp)
     layer = exp.network.layers[opts.output_layer]
     target = layer.opts.target
@@ -93,7 +96,7 @@ def search(exp) -> None:
     log.info("search %s %s: %s (written to %s.*)", opts.dataset, loaded.name, summary, prefix)
 
 
-def decode_dataset(exp, opts: SearchConfig, epoch: int, lm: NetworkLM | None) -> list[SeqResult]:
+def decode_dataset(exp, opts: SearchConfig, epoch: int, lm: NetworkLM | WordLM | None) -> list[SeqResult]:
     from seqtrain.layers.ctc import blank_index
 
     layer = exp.network.layers[opts.output_layer]
@@ -112,7 +115,7 @@ def decode_dataset(exp, opts: SearchConfig, epoch: int, lm: NetworkLM | None) ->
                 blank,
                 lm=lm,
                 lm_weight=opts.lm_weight,
-                length_bonus=opts.length_bonus,
+                length_bonus=0.0 if isinstance(lm, WordLM) else opts.length_bonus,
                 token_beam=opts.token_beam,
                 lm_end=lm.end_log_probs if lm is not None else None,
             )
@@ -164,7 +167,7 @@ def write_search_outputs(prefix: Path, results: list[SeqResult], vocab, meta: di
     return f"{len(results)} sequences, WER {100 * stats['wer'].rate:.2f}%, CER {100 * stats['cer'].rate:.2f}%"
 
 
-def load_lm(exp, opts: SearchConfig, vocab: list[str] | None) -> NetworkLM:
+def load_lm(exp, opts: SearchConfig, vocab: list[str] | None) -> NetworkLM | WordLM:
     """The LM of a seqtrain run dir: its network and data from `<dir>/.hydra/config.yaml`, its checkpoint."""
     from omegaconf import OmegaConf
 
@@ -191,8 +194,15 @@ def load_lm(exp, opts: SearchConfig, vocab: list[str] | None) -> NetworkLM:
     if epoch is None:
         raise CheckpointError(f"{models}: no LM checkpoint")
     network.load_state_dict(checkpoint.load(checkpoint.checkpoint_path(models, epoch), "cpu")["model"])
-    log.info("search: LM from %s epoch %d, weight %g", run_dir, epoch, opts.lm_weight)
-    return NetworkLM(network.to(exp.engine.device), vocab, opts.lm_output_layer)
+    log.info("search: %s LM from %s epoch %d, weight %g", opts.lm_unit, run_dir, epoch, opts.lm_weight)
+    network = network.to(exp.engine.device)
+    if opts.lm_unit == "label":
+        return NetworkLM(network, vocab, opts.lm_output_layer)
+    lm_vocab = network.extern_data["data"].vocab
+    # length_bonus counts words here: WordLM adds it per word in LM units (the search scales by lm_weight)
+    bonus = opts.length_bonus / opts.lm_weight if opts.lm_weight else 0.0
+    lm = NetworkLM(network, lm_vocab, opts.lm_output_layer)
+    return WordLM(lm, lm_vocab, vocab, opts.lm_oov_penalty, word_bonus=bonus)
 
 
 # --- task=forward ---

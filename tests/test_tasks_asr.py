@@ -127,6 +127,8 @@ def test_search_option_errors(trained):
         run_task("search", experiment(trained, search=SearchConfig(dataset="eval")))
     with pytest.raises(ConfigError, match="task.search.output_layer: no layer 'out'"):
         run_task("search", experiment(trained, search=SearchConfig(output_layer="out")))
+    with pytest.raises(ConfigError, match="task.search.lm_unit: unknown 'words'; known: label, word"):
+        run_task("search", experiment(trained, search=SearchConfig(lm_unit="words")))
 
 
 def test_forward_writes_log_probs_to_hdf(trained):

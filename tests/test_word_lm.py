@@ -1,0 +1,116 @@
+"""WordLM: a word LM's scores at the word ends of character/BPE prefixes, against a hand-written bigram LM."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from seqtrain.errors import ConfigError
+from seqtrain.search import ctc_prefix_beam_search
+from seqtrain.word_lm import WordLM
+
+LM_VOCAB = ["<s>", "</s>", "<unk>", "the", "cat", "do", "n't"]
+CHARS = [" ", "'", *(chr(c) for c in range(ord("A"), ord("Z") + 1))]  # LibriSpeech's character labels
+# P(next | last token): a bigram table, rows normalised (columns as LM_VOCAB)
+BIGRAM = {
+    "<s>": [0, 0.05, 0.15, 0.4, 0.1, 0.3, 0],
+    "the": [0, 0.1, 0.2, 0, 0.7, 0, 0],
+    "cat": [0, 0.6, 0.1, 0.3, 0, 0, 0],
+    "do": [0, 0.2, 0.1, 0.1, 0.1, 0, 0.5],
+    "n't": [0, 0.5, 0.2, 0.3, 0, 0, 0],
+    "<unk>": [0, 0.4, 0.2, 0.2, 0.1, 0.1, 0],
+}
+
+
+class BigramLM:
+    """The interface WordLM uses from search.NetworkLM: token_log_probs over LM-token prefixes, `end`."""
+
+    end = LM_VOCAB.index("</s>")
+
+    def __init__(self):
+        self.queries = 0
+
+    def token_log_probs(self, prefixes):
+        self.queries += 1
+        last = [LM_VOCAB[p[-1]] if p else "<s>" for p in prefixes]
+        with np.errstate(divide="ignore"):
+            return np.log(np.array([BIGRAM[t] for t in last]))
+
+
+def p(last: str, nxt: str) -> float:
+    return float(np.log(BIGRAM[last][LM_VOCAB.index(nxt)]))
+
+
+def labels(text: str) -> tuple[int, ...]:
+    return tuple(CHARS.index(c) for c in text)
+
+
+def word_lm(**kwargs) -> WordLM:
+    return WordLM(BigramLM(), LM_VOCAB, CHARS, **kwargs)
+
+
+def test_boundary_labels_score_the_finished_word():
+    lm = word_lm(oov_penalty=2.0, word_bonus=0.5)
+    rows = lm([labels("THE CAT"), labels("THE CA"), labels("THE "), labels("")])
+    space = CHARS.index(" ")
+    inside = np.delete(rows, space, axis=1)
+    assert rows.shape == (4, len(CHARS)) and not inside.any()
+    np.testing.assert_allclose(
+        rows[:, space],
+        [p("the", "cat") + 0.5, p("the", "<unk>") - 2.0 + 0.5, 0.0, 0.0],  # "CA" is no word the LM knows
+    )
+
+
+def test_end_scores_the_last_word_and_end_of_sentence():
+    lm = word_lm()
+    ends = lm.end_log_probs([labels("THE CAT"), labels("DON'T"), labels("THE ")])
+    np.testing.assert_allclose(
+        ends,
+        [
+            p("the", "cat") + p("cat", "</s>"),
+            p("<s>", "do") + p("do", "n't") + p("n't", "</s>"),  # PTB's split clitic
+            p("the", "</s>"),
+        ],
+    )
+    assert lm.tokens("DON'T") == ([5, 6], 0.0) and lm.tokens("Cat") == ([4], 0.0)
+
+
+def test_queries_of_a_batch_go_to_the_lm_at_once():
+    lm = word_lm()
+    lm([labels("THE CAT"), labels("DO"), labels("THE DOG")])
+    assert lm.lm.queries == 1
+
+
+def test_without_unk_unknown_words_are_ruled_out():
+    vocab = [t for t in LM_VOCAB if t != "<unk>"]
+    lm = WordLM(BigramLM(), vocab, CHARS)
+    assert lm.end_log_probs([labels("DOG")])[0] == -np.inf
+
+
+def test_bpe_pieces_starting_a_word_are_boundaries():
+    pieces = ["▁THE", "▁CA", "T", "▁DO"]
+    lm = WordLM(BigramLM(), LM_VOCAB, pieces)
+    assert lm.split((0, 1, 2)) == (["THE"], "CAT")
+    row = lm([(0, 1, 2)])[0]
+    np.testing.assert_allclose(row, [p("the", "cat"), p("the", "cat"), 0.0, p("the", "cat")])
+
+
+def test_labels_without_word_boundaries_are_an_error():
+    with pytest.raises(ConfigError, match="lm_unit=word: the acoustic model's labels mark no word boundary"):
+        WordLM(BigramLM(), LM_VOCAB, ["A", "B"])
+
+
+def test_word_lm_decides_between_acoustically_equal_spellings():
+    # frames: C or K (equally likely), then A, then T; blank is the last class
+    am = [*CHARS, "<b>"]
+    blank = len(am) - 1
+    probs = np.full((3, len(am)), 1e-4)
+    probs[0, CHARS.index("C")] = probs[0, CHARS.index("K")] = 0.5
+    probs[1, CHARS.index("A")] = probs[2, CHARS.index("T")] = 1.0
+    lp = np.log(probs / probs.sum(1, keepdims=True))
+    plain = ctc_prefix_beam_search(lp, 4, blank)
+    assert {plain[0].labels, plain[1].labels} == {labels("CAT"), labels("KAT")}
+    lm = word_lm(oov_penalty=1.0)
+    fused = ctc_prefix_beam_search(lp, 4, blank, lm=lm, lm_weight=1.0, lm_end=lm.end_log_probs)
+    assert fused[0].labels == labels("CAT")
+    assert fused[0].lm_score == pytest.approx(p("<s>", "cat") + p("cat", "</s>"))
