@@ -122,6 +122,45 @@ def test_search_decodes_an_averaged_checkpoint_by_file(trained):
         run_task("search", exp)
 
 
+def write_lm_run(run_dir, units: str):
+    """An LM run dir as task=search reads it: .hydra/config.yaml and models/epoch.001.pt (untrained)."""
+    from omegaconf import OmegaConf
+
+    from seqtrain import checkpoint
+    from seqtrain.datasets import build_dataset
+    from seqtrain.network import Network
+
+    (run_dir / ".hydra").mkdir(parents=True)
+    text = run_dir / "text.txt"
+    text.write_text("\n".join(TRANSCRIPTS) + "\n")
+    train = {"class": "lm", "corpus_file": [str(text)], "units": units, "vocab_build_from": [str(text)]}
+    layers = {
+        "emb": {"class": "linear", "n_out": 8},
+        "lstm": {"class": "rec", "unit": "lstm", "n_out": 8, "from": "emb"},
+        "output": {"class": "softmax", "from": "lstm", "loss": "ce"},
+    }
+    OmegaConf.save(
+        {"dataset": {"train": train}, "network": {"layers": layers}}, run_dir / ".hydra" / "config.yaml"
+    )
+    torch.manual_seed(0)
+    net = Network(layers, build_dataset(train, "lm.dataset.train").extern_data)
+    checkpoint.save(
+        checkpoint.checkpoint_path(run_dir / "models", 1), {"model": net.state_dict(), "epoch": 1}
+    )
+    return run_dir
+
+
+@pytest.mark.parametrize("lm_unit, units", [("label", "char"), ("word", "word")])
+def test_search_with_the_lm_of_a_run_dir(trained, tmp_path, lm_unit, units):
+    lm_dir = write_lm_run(tmp_path / "lm", units)
+    opts = SearchConfig(dataset="dev", beam_size=4, lm_run_dir=str(lm_dir), lm_unit=lm_unit, lm_weight=0.1)
+    run_task("search", experiment(trained, search=opts))
+    hyps = (trained / "search" / "dev.epoch.030.hyp.txt").read_text().splitlines()
+    # an untrained LM at weight 0.1 does not outvote the overfit acoustic model, but any label or word it
+    # could not map (-inf) would
+    assert dict(line.split("\t") for line in hyps) == {f"tiny/{i}": t for i, t in enumerate(TRANSCRIPTS)}
+
+
 def test_search_option_errors(trained):
     with pytest.raises(ConfigError, match="task.search.dataset: no dataset 'eval' configured"):
         run_task("search", experiment(trained, search=SearchConfig(dataset="eval")))
@@ -129,6 +168,8 @@ def test_search_option_errors(trained):
         run_task("search", experiment(trained, search=SearchConfig(output_layer="out")))
     with pytest.raises(ConfigError, match="task.search.lm_unit: unknown 'words'; known: label, word"):
         run_task("search", experiment(trained, search=SearchConfig(lm_unit="words")))
+    with pytest.raises(ConfigError, match="task.search.lm_run_dir: .*config.yaml not found"):
+        run_task("search", experiment(trained, search=SearchConfig(lm_run_dir="/nonexistent")))
 
 
 def test_forward_writes_log_probs_to_hdf(trained):
