@@ -252,7 +252,7 @@ class NetworkLM:
     ):
         self.network = network.eval()
         self.output_layer = output_layer
-        lm_vocab = network.extern_data["data"].vocab
+        self.vocab = lm_vocab = network.extern_data["data"].vocab
         index = {label: i for i, label in enumerate(lm_vocab)}
         fallback = index.get(unknown, -1) if unknown is not None else -1
         self.label_map = np.array([index.get(label, fallback) for label in am_vocab], dtype=np.int64)

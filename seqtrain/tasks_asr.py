@@ -198,11 +198,10 @@ def load_lm(exp, opts: SearchConfig, vocab: list[str] | None) -> NetworkLM | Wor
     network = network.to(exp.engine.device)
     if opts.lm_unit == "label":
         return NetworkLM(network, vocab, opts.lm_output_layer)
-    lm_vocab = network.extern_data["data"].vocab
     # length_bonus counts words here: WordLM adds it per word in LM units (the search scales by lm_weight)
     bonus = opts.length_bonus / opts.lm_weight if opts.lm_weight else 0.0
-    lm = NetworkLM(network, lm_vocab, opts.lm_output_layer)
-    return WordLM(lm, lm_vocab, vocab, opts.lm_oov_penalty, word_bonus=bonus)
+    words = NetworkLM(network, network.extern_data["data"].vocab, opts.lm_output_layer)
+    return WordLM(words, vocab, opts.lm_oov_penalty, word_bonus=bonus)
 
 
 # --- task=forward ---

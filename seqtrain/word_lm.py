@@ -24,16 +24,10 @@ CLITICS = ("n't", "'s", "'re", "'ve", "'ll", "'d", "'m", "'")  # PTB's tokenizat
 
 
 class WordLM:
-    """`lm`: a search.NetworkLM over the word LM's own vocabulary (so its prefixes are LM token ids)."""
+    """`lm`: a search.NetworkLM over the word LM's own vocabulary `lm.vocab` (so its prefixes are LM token
+    ids)."""
 
-    def __init__(
-        self,
-        lm,
-        lm_vocab: Sequence[str],
-        am_vocab: Sequence[str],
-        oov_penalty: float = 0.0,
-        word_bonus: float = 0.0,
-    ):
+    def __init__(self, lm, am_vocab: Sequence[str], oov_penalty: float = 0.0, word_bonus: float = 0.0):
         self.lm = lm
         self.am_vocab = list(am_vocab)
         self.boundary = np.array([label == " " or label.startswith(BPE_BOUNDARY) for label in self.am_vocab])
@@ -42,7 +36,7 @@ class WordLM:
                 "task.search.lm_unit=word: the acoustic model's labels mark no word boundary "
                 "(a space label, or BPE pieces starting with '▁')"
             )
-        self.index = {token: i for i, token in enumerate(lm_vocab)}
+        self.index = {token: i for i, token in enumerate(lm.vocab)}
         self.unknown = self.index.get("<unk>")
         self.oov_penalty = oov_penalty
         self.word_bonus = word_bonus
@@ -70,9 +64,9 @@ class WordLM:
         return self._words[word]
 
     def _lookup(self, word: str) -> tuple[list[int], float]:
-        for form in (word, word.lower(), word.upper()):
-            if form in self.index:
-                return [self.index[form]], 0.0
+        token = self._known(word)
+        if token is not None:
+            return [token], 0.0
         for clitic in CLITICS:
             if len(word) > len(clitic) and word.lower().endswith(clitic):
                 tail = self._known(word[-len(clitic) :])

@@ -23,12 +23,12 @@ BIGRAM = {
 
 
 class BigramLM:
-    """The interface WordLM uses from search.NetworkLM: token_log_probs over LM-token prefixes, `end`."""
+    """What WordLM uses of search.NetworkLM: `vocab`, token_log_probs over LM-token prefixes, `end`."""
 
     end = LM_VOCAB.index("</s>")
 
-    def __init__(self):
-        self.queries = 0
+    def __init__(self, vocab=LM_VOCAB):
+        self.vocab, self.queries = vocab, 0
 
     def token_log_probs(self, prefixes):
         self.queries += 1
@@ -46,7 +46,7 @@ def labels(text: str) -> tuple[int, ...]:
 
 
 def word_lm(**kwargs) -> WordLM:
-    return WordLM(BigramLM(), LM_VOCAB, CHARS, **kwargs)
+    return WordLM(BigramLM(), CHARS, **kwargs)
 
 
 def test_boundary_labels_score_the_finished_word():
@@ -83,13 +83,13 @@ def test_queries_of_a_batch_go_to_the_lm_at_once():
 
 def test_without_unk_unknown_words_are_ruled_out():
     vocab = [t for t in LM_VOCAB if t != "<unk>"]
-    lm = WordLM(BigramLM(), vocab, CHARS)
+    lm = WordLM(BigramLM(vocab), CHARS)
     assert lm.end_log_probs([labels("DOG")])[0] == -np.inf
 
 
 def test_bpe_pieces_starting_a_word_are_boundaries():
     pieces = ["▁THE", "▁CA", "T", "▁DO"]
-    lm = WordLM(BigramLM(), LM_VOCAB, pieces)
+    lm = WordLM(BigramLM(), pieces)
     assert lm.split((0, 1, 2)) == (["THE"], "CAT")
     row = lm([(0, 1, 2)])[0]
     np.testing.assert_allclose(row, [p("the", "cat"), p("the", "cat"), 0.0, p("the", "cat")])
@@ -97,7 +97,7 @@ def test_bpe_pieces_starting_a_word_are_boundaries():
 
 def test_labels_without_word_boundaries_are_an_error():
     with pytest.raises(ConfigError, match="lm_unit=word: the acoustic model's labels mark no word boundary"):
-        WordLM(BigramLM(), LM_VOCAB, ["A", "B"])
+        WordLM(BigramLM(), ["A", "B"])
 
 
 def test_word_lm_decides_between_acoustically_equal_spellings():
