@@ -57,7 +57,7 @@ def greedy_decode(log_probs: torch.Tensor, seq_lens: torch.Tensor, blank: int) -
 @dataclass
 class Hypothesis:
     labels: Prefix
-    score: float  # am_score + lm_weight * lm_score + length_bonus * len(labels)
+    score: float  # am_score + lm_weight * lm_score + length_bonus * (length units: labels or words)
     am_score: float  # log of the sum over all alignments of the labels (CTC)
     lm_score: float = 0.0
 
@@ -72,6 +72,44 @@ class _Beam:
         return float(np.logaddexp(self.blank, self.label))
 
 
+class LabelUnits:
+    """What the length bonus counts: labels."""
+
+    def step(self, prefix: Prefix) -> int:
+        """Units completed by the prefix's last label."""
+        return 1
+
+    def end(self, prefix: Prefix) -> int:
+        """Units completed by ending the hypothesis after the prefix."""
+        return 0
+
+
+class WordUnits(LabelUnits):
+    """Words of character or BPE labels (the word insertion bonus that goes with a word LM, Hannun et al.
+    2014's β): a word counts once a word boundary (the space label, a piece starting with "▁") or the end
+    of the hypothesis follows it, where a word LM scores it."""
+
+    def __init__(self, vocab: Sequence[str]):
+        self.boundary = [is_word_boundary(label) for label in vocab]
+        # text after the label's last boundary: "A" yes, " " no, "▁THE" yes, "▁" no
+        self.opens = [bool(label.replace(BPE_BOUNDARY, " ").split(" ")[-1]) for label in vocab]
+
+    def step(self, prefix: Prefix) -> int:
+        return int(self.boundary[prefix[-1]] and self._in_word(prefix[:-1]))
+
+    def end(self, prefix: Prefix) -> int:
+        return int(self._in_word(prefix))
+
+    def _in_word(self, prefix: Prefix) -> bool:
+        """Whether the prefix ends in a word, with text after its last boundary."""
+        for label in reversed(prefix):
+            if self.opens[label]:
+                return True
+            if self.boundary[label]:
+                return False
+        return False
+
+
 def ctc_prefix_beam_search(
     log_probs: np.ndarray | torch.Tensor,
     beam_size: int,
@@ -81,16 +119,21 @@ def ctc_prefix_beam_search(
     length_bonus: float = 0.0,
     token_beam: int | None = None,
     lm_end: Callable[[list[Prefix]], np.ndarray] | None = None,
+    length_units: LabelUnits | None = None,
 ) -> list[Hypothesis]:
     """Hypotheses of one sequence's [T, C] log-probs, best first (at most beam_size).
 
     token_beam: extend each prefix per frame only by the `token_beam` most probable labels (None: by all).
     lm: shallow fusion, the score of extending a prefix by c adds lm_weight * log P_LM(c | prefix);
     lm_end gives log P_LM(end | prefix) [N], added (times lm_weight) to the final hypotheses.
+    length_bonus: added per length unit, per label unless `length_units` counts otherwise (WordUnits).
     """
     lp = _as_numpy(log_probs)
+    units_of = length_units or LabelUnits()
     beams: dict[Prefix, _Beam] = {(): _Beam(blank=0.0)}
+    # per prefix ever extended to: its LM score and length units, each its parent's plus its last label's
     lm_scores: dict[Prefix, float] = {(): 0.0}
+    units: dict[Prefix, int] = {(): 0}
     lm_cache: dict[Prefix, np.ndarray] = {}
     for frame in lp:
         if lm is not None:
@@ -100,11 +143,26 @@ def ctc_prefix_beam_search(
             _extend(prefix, beam, frame, blank, _candidates(frame, blank, token_beam), nxt)
         for prefix in nxt:
             if prefix not in lm_scores:
-                lm_scores[prefix] = lm_scores[prefix[:-1]] + (
-                    float(lm_cache[prefix[:-1]][prefix[-1]]) if lm is not None else 0.0
-                )
-        beams = _prune(nxt, lm_scores, lm_weight, length_bonus, beam_size)
-    return _finish(beams, lm_scores, lm_weight, length_bonus, lm_end)
+                parent = prefix[:-1]
+                lm_step = float(lm_cache[parent][prefix[-1]]) if lm is not None else 0.0
+                lm_scores[prefix] = lm_scores[parent] + lm_step
+                units[prefix] = units[parent] + units_of.step(prefix)
+
+        def rank(item: tuple[Prefix, _Beam]) -> float:
+            prefix, beam = item
+            return beam.total + lm_weight * lm_scores[prefix] + length_bonus * units[prefix]
+
+        ranked = sorted(nxt.items(), key=rank, reverse=True)  # stable: ties keep their order
+        beams = {p: b for p, b in ranked[:beam_size] if b.total > NEG_INF}
+    prefixes = list(beams)
+    end = np.asarray(lm_end(prefixes), dtype=np.float64) if lm_end is not None and prefixes else None
+    hyps = []
+    for i, prefix in enumerate(prefixes):
+        lm_score = lm_scores[prefix] + (float(end[i]) if end is not None else 0.0)
+        am = beams[prefix].total
+        length = units[prefix] + units_of.end(prefix)
+        hyps.append(Hypothesis(prefix, am + lm_weight * lm_score + length_bonus * length, am, lm_score))
+    return sorted(hyps, key=lambda h: -h.score)
 
 
 def _as_numpy(log_probs) -> np.ndarray:
@@ -142,27 +200,6 @@ def _fill_lm_cache(lm: LabelLM, prefixes: list[Prefix], cache: dict) -> None:
             cache[prefix] = scores
 
 
-def _rank(prefix: Prefix, beam: _Beam, lm_scores: dict, lm_weight: float, length_bonus: float) -> float:
-    return beam.total + lm_weight * lm_scores[prefix] + length_bonus * len(prefix)
-
-
-def _prune(beams: dict, lm_scores: dict, lm_weight: float, length_bonus: float, size: int) -> dict:
-    ranked = sorted(beams.items(), key=lambda kv: -_rank(kv[0], kv[1], lm_scores, lm_weight, length_bonus))
-    return {p: b for p, b in ranked[:size] if b.total > NEG_INF}
-
-
-def _finish(beams: dict, lm_scores: dict, lm_weight: float, length_bonus: float, lm_end) -> list[Hypothesis]:
-    prefixes = list(beams)
-    end = np.asarray(lm_end(prefixes), dtype=np.float64) if lm_end is not None and prefixes else None
-    hyps = []
-    for i, prefix in enumerate(prefixes):
-        lm_score = lm_scores[prefix] + (float(end[i]) if end is not None else 0.0)
-        am = beams[prefix].total
-        score = am + lm_weight * lm_score + length_bonus * len(prefix)
-        hyps.append(Hypothesis(prefix, score, am, lm_score))
-    return sorted(hyps, key=lambda h: -h.score)
-
-
 def beam_search_batch(
     log_probs: torch.Tensor, seq_lens: torch.Tensor, beam_size: int, blank: int, **kwargs
 ) -> list[list[Hypothesis]]:
@@ -178,6 +215,11 @@ def beam_search_batch(
 
 
 BPE_BOUNDARY = "▁"  # SentencePiece's word-start marker
+
+
+def is_word_boundary(label: str) -> bool:
+    """Whether a label ends the word before it: the space character, or a BPE piece that starts a word."""
+    return label == " " or label.startswith(BPE_BOUNDARY)
 
 
 def labels_to_text(labels: Sequence[int], vocab: Sequence[str]) -> str:

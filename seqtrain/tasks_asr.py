@@ -115,9 +115,10 @@ def decode_dataset(exp, opts: SearchConfig, epoch: int, lm: NetworkLM | WordLM |
                 blank,
                 lm=lm,
                 lm_weight=opts.lm_weight,
-                length_bonus=0.0 if isinstance(lm, WordLM) else opts.length_bonus,
+                length_bonus=opts.length_bonus,
                 token_beam=opts.token_beam,
                 lm_end=lm.end_log_probs if lm is not None else None,
+                length_units=lm.length_units if isinstance(lm, WordLM) else None,
             )
             hyps = [(list(b[0].labels), b[0].score) if b else ([], None) for b in beams]
         refs = references(data, layer.opts.target, batch.num_seqs)
@@ -198,10 +199,8 @@ def load_lm(exp, opts: SearchConfig, vocab: list[str] | None) -> NetworkLM | Wor
     network = network.to(exp.engine.device)
     if opts.lm_unit == "label":
         return NetworkLM(network, vocab, opts.lm_output_layer)
-    # length_bonus counts words here: WordLM adds it per word in LM units (the search scales by lm_weight)
-    bonus = opts.length_bonus / opts.lm_weight if opts.lm_weight else 0.0
     words = NetworkLM(network, network.extern_data["data"].vocab, opts.lm_output_layer)
-    return WordLM(words, vocab, opts.lm_oov_penalty, word_bonus=bonus)
+    return WordLM(words, vocab, opts.lm_oov_penalty)
 
 
 # --- task=forward ---

@@ -7,8 +7,9 @@ which scores its last word and </s> (Hannun et al. 2014, "First-pass large vocab
 recognition using bi-directional recurrent DNNs", sec. 3). Words map to the LM's tokens by exact string, else
 lower or upper case; PTB's split clitics (`do n't`, `company 's`) are split off the same way. A word the LM
 does not know scores as its <unk> minus `oov_penalty` (which keeps misspellings from passing as rare
-words); an LM without <unk> rules such words out. `word_bonus` is added per finished word (Hannun's β: without
-it the search prefers to run words together, each merged word one <unk> instead of several LM words).
+words); an LM without <unk> rules such words out. The search's length bonus then counts words (`length_units`,
+Hannun's β: without it the search prefers to run words together, each merged word one <unk> instead of several
+LM words).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from seqtrain.errors import ConfigError
-from seqtrain.search import BPE_BOUNDARY, Prefix
+from seqtrain.search import BPE_BOUNDARY, Prefix, WordUnits
 
 CLITICS = ("n't", "'s", "'re", "'ve", "'ll", "'d", "'m", "'")  # PTB's tokenization, longest first
 
@@ -27,10 +28,11 @@ class WordLM:
     """`lm`: a search.NetworkLM over the word LM's own vocabulary `lm.vocab` (so its prefixes are LM token
     ids)."""
 
-    def __init__(self, lm, am_vocab: Sequence[str], oov_penalty: float = 0.0, word_bonus: float = 0.0):
+    def __init__(self, lm, am_vocab: Sequence[str], oov_penalty: float = 0.0):
         self.lm = lm
         self.am_vocab = list(am_vocab)
-        self.boundary = np.array([label == " " or label.startswith(BPE_BOUNDARY) for label in self.am_vocab])
+        self.length_units = WordUnits(self.am_vocab)  # for the search's length bonus
+        self.boundary = np.array(self.length_units.boundary)
         if not self.boundary.any():
             raise ConfigError(
                 "task.search.lm_unit=word: the acoustic model's labels mark no word boundary "
@@ -39,7 +41,6 @@ class WordLM:
         self.index = {token: i for i, token in enumerate(lm.vocab)}
         self.unknown = self.index.get("<unk>")
         self.oov_penalty = oov_penalty
-        self.word_bonus = word_bonus
         self._words: dict[str, tuple[list[int], float]] = {}
 
     def __call__(self, prefixes: list[Prefix]) -> np.ndarray:
@@ -91,7 +92,7 @@ class WordLM:
             if partial:
                 word_tokens, penalty = self.tokens(partial)
                 steps += word_tokens
-                scores[row] += self.word_bonus - penalty
+                scores[row] -= penalty
             if end and self.lm.end is not None:
                 steps.append(self.lm.end)
             queries += [(row, tuple(context + steps[:k]), t) for k, t in enumerate(steps)]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from seqtrain.errors import ConfigError
-from seqtrain.search import ctc_prefix_beam_search
+from seqtrain.search import WordUnits, ctc_prefix_beam_search
 from seqtrain.word_lm import WordLM
 
 LM_VOCAB = ["<s>", "</s>", "<unk>", "the", "cat", "do", "n't"]
@@ -50,14 +50,14 @@ def word_lm(**kwargs) -> WordLM:
 
 
 def test_boundary_labels_score_the_finished_word():
-    lm = word_lm(oov_penalty=2.0, word_bonus=0.5)
+    lm = word_lm(oov_penalty=2.0)
     rows = lm([labels("THE CAT"), labels("THE CA"), labels("THE "), labels("")])
     space = CHARS.index(" ")
     inside = np.delete(rows, space, axis=1)
     assert rows.shape == (4, len(CHARS)) and not inside.any()
     np.testing.assert_allclose(
         rows[:, space],
-        [p("the", "cat") + 0.5, p("the", "<unk>") - 2.0 + 0.5, 0.0, 0.0],  # "CA" is no word the LM knows
+        [p("the", "cat"), p("the", "<unk>") - 2.0, 0.0, 0.0],  # "CA" is no word the LM knows
     )
 
 
@@ -93,6 +93,49 @@ def test_bpe_pieces_starting_a_word_are_boundaries():
     assert lm.split((0, 1, 2)) == (["THE"], "CAT")
     row = lm([(0, 1, 2)])[0]
     np.testing.assert_allclose(row, [p("the", "cat"), p("the", "cat"), 0.0, p("the", "cat")])
+
+
+def test_word_units_count_words_where_the_word_lm_scores_them():
+    units = WordUnits(CHARS)
+    # a word counts at the boundary after it, or at the end: "THE  CAT" has two, spaces alone none
+    steps = [units.step(labels("THE  CAT")[: n + 1]) for n in range(8)]
+    assert steps == [0, 0, 0, 1, 0, 0, 0, 0] and units.end(labels("THE  CAT")) == 1
+    assert units.end(labels("THE ")) == 0 and units.step(labels(" ")) == 0 and units.end(()) == 0
+    pieces = WordUnits(["▁THE", "▁CA", "T", "▁", "'S"])
+    assert [pieces.step((0, 1, 2, 3, 0)[: n + 1]) for n in range(5)] == [0, 1, 0, 1, 0]
+    assert pieces.end((0, 3)) == 0 and pieces.end((0, 3, 4)) == 1
+
+
+def frames(*columns: dict[str, float]) -> tuple[np.ndarray, int]:
+    """Log-probs over CHARS + blank ("-"), one frame per dict of label probabilities (the rest share 1e-4)."""
+    am = [*CHARS, "-"]
+    probs = np.full((len(columns), len(am)), 1e-4)
+    for t, column in enumerate(columns):
+        for label, prob in column.items():
+            probs[t, am.index(label)] = prob
+    return np.log(probs / probs.sum(1, keepdims=True)), len(am) - 1
+
+
+def test_length_bonus_per_word_in_the_search():
+    units = WordUnits([*CHARS, "-"])
+    # "A" against "AB": the label bonus favours the longer, the word bonus neither (both one word)
+    lp, blank = frames({"A": 1.0}, {"B": 0.4, "-": 0.6})
+    by_label = ctc_prefix_beam_search(lp, 8, blank, length_bonus=1.0)
+    by_word = ctc_prefix_beam_search(lp, 8, blank, length_bonus=1.0, length_units=units)
+    assert by_label[0].labels == labels("AB") and by_word[0].labels == labels("A")
+    bonus = {h.labels: h.score - h.am_score for h in by_word}
+    assert [bonus[labels(text)] for text in ("A", "AB", "A ")] == pytest.approx([1.0, 1.0, 1.0])
+    # "A B" against "AB": two words against one, each counted once (the space's and the end's)
+    lp, blank = frames({"A": 1.0}, {" ": 0.4, "-": 0.6}, {"B": 1.0})
+    hyps = ctc_prefix_beam_search(lp, 8, blank, length_bonus=1.0, length_units=units)
+    bonus = {h.labels: h.score - h.am_score for h in hyps}
+    assert hyps[0].labels == labels("A B")
+    assert [bonus[labels("A B")], bonus[labels("AB")]] == pytest.approx([2.0, 1.0])
+    # and with lm_weight 0 the per-word bonus still counts (it is the search's, not the LM's)
+    fused = ctc_prefix_beam_search(
+        lp, 8, blank, lm=word_lm(), lm_weight=0.0, length_bonus=1.0, length_units=units
+    )
+    assert [h.labels for h in fused[:2]] == [h.labels for h in hyps[:2]]
 
 
 def test_labels_without_word_boundaries_are_an_error():
