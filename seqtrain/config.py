@@ -215,6 +215,11 @@ class SearchConfig:
     lm_oov_penalty: float = opt(
         0.0, "lm_unit=word: subtracted from the LM's log P(<unk>) for each word it does not know"
     )
+    lm_look_ahead: bool = opt(
+        True,
+        "lm_unit=word: score partial words by the LM probability of the words they start (Hori et al. "
+        "2018); false: only at word ends",
+    )
 
 
 @dataclass

@@ -200,7 +200,7 @@ def load_lm(exp, opts: SearchConfig, vocab: list[str] | None) -> NetworkLM | Wor
     if opts.lm_unit == "label":
         return NetworkLM(network, vocab, opts.lm_output_layer)
     words = NetworkLM(network, network.extern_data["data"].vocab, opts.lm_output_layer)
-    return WordLM(words, vocab, opts.lm_oov_penalty)
+    return WordLM(words, vocab, opts.lm_oov_penalty, look_ahead=opts.lm_look_ahead)
 
 
 # --- task=forward ---

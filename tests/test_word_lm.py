@@ -7,7 +7,7 @@ import pytest
 
 from seqtrain.errors import ConfigError
 from seqtrain.search import WordUnits, ctc_prefix_beam_search
-from seqtrain.word_lm import WordLM
+from seqtrain.word_lm import PrefixMass, WordLM
 
 LM_VOCAB = ["<s>", "</s>", "<unk>", "the", "cat", "do", "n't"]
 CHARS = [" ", "'", *(chr(c) for c in range(ord("A"), ord("Z") + 1))]  # LibriSpeech's character labels
@@ -46,7 +46,8 @@ def labels(text: str) -> tuple[int, ...]:
 
 
 def word_lm(**kwargs) -> WordLM:
-    return WordLM(BigramLM(), CHARS, **kwargs)
+    """Scores at word ends only, unless look_ahead=True is passed."""
+    return WordLM(BigramLM(), CHARS, **{"look_ahead": False, **kwargs})
 
 
 def test_boundary_labels_score_the_finished_word():
@@ -83,13 +84,14 @@ def test_queries_of_a_batch_go_to_the_lm_at_once():
 
 def test_without_unk_unknown_words_are_ruled_out():
     vocab = [t for t in LM_VOCAB if t != "<unk>"]
-    lm = WordLM(BigramLM(vocab), CHARS)
-    assert lm.end_log_probs([labels("DOG")])[0] == -np.inf
+    for look_ahead in (False, True):
+        lm = WordLM(BigramLM(vocab), CHARS, look_ahead=look_ahead)
+        assert lm.end_log_probs([labels("DOG")])[0] == -np.inf
 
 
 def test_bpe_pieces_starting_a_word_are_boundaries():
     pieces = ["▁THE", "▁CA", "T", "▁DO"]
-    lm = WordLM(BigramLM(), pieces)
+    lm = WordLM(BigramLM(), pieces, look_ahead=False)
     assert lm.split((0, 1, 2)) == (["THE"], "CAT")
     row = lm([(0, 1, 2)])[0]
     np.testing.assert_allclose(row, [p("the", "cat"), p("the", "cat"), 0.0, p("the", "cat")])
@@ -138,12 +140,62 @@ def test_length_bonus_per_word_in_the_search():
     assert [h.labels for h in fused[:2]] == [h.labels for h in hyps[:2]]
 
 
+def test_look_ahead_scores_partial_words_by_the_words_they_start():
+    lm = word_lm(oov_penalty=2.0, look_ahead=True)
+    unk = p("the", "<unk>") - 2.0
+    row = lm([labels("THE C")])[0]
+    s_c = p("the", "cat")  # S("C"): cat is the only word starting with c
+    assert row[CHARS.index("A")] == pytest.approx(0.0)  # S("CA") = S("C")
+    assert row[CHARS.index("X")] == pytest.approx(unk - s_c)  # no word starts with "cx": an unknown word's
+    assert row[CHARS.index(" ")] == pytest.approx(unk - s_c)  # "C" is no word: <unk>, less what C had scored
+    first = lm([()])[0]
+    assert first[CHARS.index("T")] == pytest.approx(p("<s>", "the"))
+    assert first[CHARS.index("D")] == pytest.approx(p("<s>", "do"))
+    assert first[CHARS.index(" ")] == 0.0
+    # the words starting with "" after "DO ": all of them; after "DO" the sum over do's continuations
+    assert lm([labels("DO")])[0][CHARS.index(" ")] == pytest.approx(0.0)  # S("DO") = log P(do) = the word's
+
+
+def hypothesis_score(lm: WordLM, prefix: tuple[int, ...]) -> float:
+    """The LM score the search gives a whole hypothesis: each label's score after its prefix, and the end."""
+    steps = sum(lm([prefix[:k]])[0][prefix[k]] for k in range(len(prefix)))
+    return steps + lm.end_log_probs([prefix])[0]
+
+
+@pytest.mark.parametrize("text", ["THE CAT", "THE CAX", "DON'T", "CAT THE ", "DO DO"])
+def test_look_ahead_leaves_the_score_of_a_whole_hypothesis(text):
+    ahead, plain = word_lm(oov_penalty=1.5, look_ahead=True), word_lm(oov_penalty=1.5)
+    assert hypothesis_score(ahead, labels(text)) == pytest.approx(hypothesis_score(plain, labels(text)))
+
+
+def test_look_ahead_with_bpe_pieces_that_start_words():
+    pieces = ["▁THE", "▁CA", "T", "▁DO", "N'T", "▁"]
+    ahead = WordLM(BigramLM(), pieces, look_ahead=True)
+    plain = WordLM(BigramLM(), pieces, look_ahead=False)
+    # "▁CA" after "▁THE" ends "the" and starts a word with "ca": + S("ca" | the) = log P(cat | the)
+    row = ahead([(0,)])[0]
+    assert row[1] == pytest.approx(p("<s>", "the") - p("<s>", "the") + p("the", "cat"))
+    for prefix in [(0, 1, 2), (3, 4), (0, 5, 1, 2, 5)]:
+        assert hypothesis_score(ahead, prefix) == pytest.approx(hypothesis_score(plain, prefix))
+
+
+def test_prefix_mass_sums_the_words_a_string_starts():
+    mass = PrefixMass(["<s>", "an", "and", "Ant", "b", "</s>"])
+    lp = np.log(np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.0]) + 1e-300)
+    assert mass((), lp, "an") == pytest.approx(np.log(0.6))  # an, and, Ant (case-insensitive)
+    assert mass((), lp, "AND") == pytest.approx(np.log(0.2))
+    assert mass((), lp, "c") == -np.inf
+    tiny = np.log(np.array([0.0, 1e-15, 1e-15, 0.5, 0.5, 0.0]) + 1e-300)
+    assert mass((1,), tiny, "and") == pytest.approx(np.log(1e-15))  # summed directly: no cancellation
+
+
 def test_labels_without_word_boundaries_are_an_error():
     with pytest.raises(ConfigError, match="lm_unit=word: the acoustic model's labels mark no word boundary"):
         WordLM(BigramLM(), ["A", "B"])
 
 
-def test_word_lm_decides_between_acoustically_equal_spellings():
+@pytest.mark.parametrize("look_ahead", [False, True])
+def test_word_lm_decides_between_acoustically_equal_spellings(look_ahead):
     # frames: C or K (equally likely), then A, then T; blank is the last class
     am = [*CHARS, "<b>"]
     blank = len(am) - 1
@@ -153,7 +205,7 @@ def test_word_lm_decides_between_acoustically_equal_spellings():
     lp = np.log(probs / probs.sum(1, keepdims=True))
     plain = ctc_prefix_beam_search(lp, 4, blank)
     assert {plain[0].labels, plain[1].labels} == {labels("CAT"), labels("KAT")}
-    lm = word_lm(oov_penalty=1.0)
+    lm = word_lm(oov_penalty=1.0, look_ahead=look_ahead)
     fused = ctc_prefix_beam_search(lp, 4, blank, lm=lm, lm_weight=1.0, lm_end=lm.end_log_probs)
     assert fused[0].labels == labels("CAT")
     assert fused[0].lm_score == pytest.approx(p("<s>", "cat") + p("cat", "</s>"))
