@@ -130,6 +130,8 @@ def ctc_prefix_beam_search(
     """
     lp = _as_numpy(log_probs)
     units_of = length_units or LabelUnits()
+    if not lm_weight:  # an LM at weight 0 only costs time (and 0 · -inf would be NaN)
+        lm, lm_end = None, None
     beams: dict[Prefix, _Beam] = {(): _Beam(blank=0.0)}
     # per prefix ever extended to: its LM score and length units, each its parent's plus its last label's
     lm_scores: dict[Prefix, float] = {(): 0.0}

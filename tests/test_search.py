@@ -80,6 +80,19 @@ def test_lm_fusion_changes_the_winner():
     assert fused[0].labels == (2,) and fused[0].lm_score == pytest.approx(np.log(0.8))
 
 
+def test_lm_at_weight_zero_changes_nothing_even_where_it_rules_labels_out():
+    lp = np.log(np.array([[0.1, 0.3, 0.6], [0.5, 0.3, 0.2]]))
+
+    def lm(prefixes):
+        with np.errstate(divide="ignore"):
+            return np.log(np.tile([0.5, 0.5, 0.0], (len(prefixes), 1)))  # label 2 impossible
+
+    plain = ctc_prefix_beam_search(lp, 4, blank=0)
+    zero = ctc_prefix_beam_search(lp, 4, blank=0, lm=lm, lm_weight=0.0, lm_end=lambda p: np.zeros(len(p)))
+    assert [(h.labels, h.score) for h in zero] == [(h.labels, h.score) for h in plain]
+    assert plain[0].labels == (2,)
+
+
 def test_token_beam_and_batch():
     lp = torch.log_softmax(torch.randn(2, 6, 4), -1)
     results = beam_search_batch(lp, torch.tensor([6, 3]), beam_size=3, blank=3, token_beam=2)
