@@ -89,6 +89,7 @@ class WordLM:
             )
         # per label, the text it adds to the word it is in; for a boundary, the text of the word it starts
         self.text = [label.replace(BPE_BOUNDARY, " ").split(" ")[-1] for label in self.am_vocab]
+        self.opens = [c for c, t in enumerate(self.text) if self.boundary[c] and t]  # "▁THE": starts a word
         self.index = {token: i for i, token in enumerate(lm.vocab)}
         self.unknown = self.index.get("<unk>")
         self.oov_penalty = oov_penalty
@@ -100,10 +101,9 @@ class WordLM:
         inside a word 0, or with look-ahead the change of the partial word's S."""
         splits = [self.split(p) for p in prefixes]
         plans = [self._plan(done, partial, end=False) for done, partial in splits]
-        opens = [c for c, t in enumerate(self.text) if self.boundary[c] and t]  # "▁THE": starts a word
         contexts = [ctx for ctx, _, _ in plans]
         after = [ctx + tuple(steps) for ctx, steps, _ in plans]  # the context once the word is finished
-        extra = (contexts + (after if opens else [])) if self.mass else []
+        extra = (contexts + (after if self.opens else [])) if self.mass else []
         log_probs = self._query(plans, extra)
         rows = np.zeros((len(prefixes), len(self.am_vocab)))
         rows[:, self.boundary] = self._word_scores(plans, log_probs)[:, None]
@@ -117,7 +117,7 @@ class WordLM:
             for c in np.flatnonzero(~self.boundary):
                 rows[row, c] = self._partial(ctx, partial + self.text[c], log_probs) - here
             rows[row, self.boundary] -= here
-            for c in opens:
+            for c in self.opens:
                 rows[row, c] += self._partial(after[row], self.text[c], log_probs)
         return rows
 
