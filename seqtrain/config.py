@@ -195,6 +195,9 @@ class SearchConfig:
     output_layer: str = opt("output", "the layer with the label posteriors (a softmax trained with ctc)")
     decoder: str = opt("beam", "greedy (best path) or beam (CTC prefix beam search)")
     beam_size: int = opt(8, "beam: prefixes kept per frame")
+    nbest: int = opt(
+        1, "beam: hypotheses per sequence in the JSON report (above 1: an `nbest` list with AM/LM scores)"
+    )
     token_beam: int | None = opt(
         None, "beam: extend prefixes only by this many best labels per frame (null: all)"
     )

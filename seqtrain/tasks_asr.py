@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ from seqtrain import checkpoint
 from seqtrain.config import SearchConfig
 from seqtrain.errors import CheckpointError, ConfigError
 from seqtrain.search import (
+    Hypothesis,
     NetworkLM,
     beam_search_batch,
     ctc_log_probs,
@@ -73,6 +74,7 @@ class SeqResult:
     labels: list[int]
     score: float | None
     ref: list[int] | None
+    nbest: list[Hypothesis] = field(default_factory=list)  # beam: the best task.search.nbest, best first
 
 
 @task("search")
@@ -85,6 +87,8 @@ def search(exp) -> None:
         raise ConfigError(f"task.search.decoder: unknown {opts.decoder!r}; known: greedy, beam")
     if opts.lm_unit not in ("label", "word"):
         raise ConfigError(f"task.search.lm_unit: unknown {opts.lm_unit!r}; known: label, word")
+    if not 1 <= opts.nbest <= opts.beam_size:
+        raise ConfigError(f"task.search.nbest: {opts.nbest} must be from 1 to beam_size ({opts.beam_size})")
     loaded = load_model(exp)
     layer = exp.network.layers[opts.output_layer]
     target = layer.opts.target
@@ -106,6 +110,7 @@ def decode_dataset(exp, opts: SearchConfig, epoch: int, lm: NetworkLM | WordLM |
         blank = blank_index(out, layer.opts.loss_opts)
         log_probs, lens = ctc_log_probs(out), out.time_dim.seq_lens
         if opts.decoder == "greedy":
+            beams = [[] for _ in range(batch.num_seqs)]
             hyps = [(labels, None) for labels in greedy_decode(log_probs, lens, blank)]
         else:
             beams = beam_search_batch(
@@ -123,7 +128,8 @@ def decode_dataset(exp, opts: SearchConfig, epoch: int, lm: NetworkLM | WordLM |
             hyps = [(list(b[0].labels), b[0].score) if b else ([], None) for b in beams]
         refs = references(data, layer.opts.target, batch.num_seqs)
         results += [
-            SeqResult(tag, labels, score, ref) for tag, (labels, score), ref in zip(batch.tags, hyps, refs)
+            SeqResult(tag, labels, score, ref, beam[: opts.nbest] if opts.nbest > 1 else [])
+            for tag, (labels, score), ref, beam in zip(batch.tags, hyps, refs, beams)
         ]
     return results
 
@@ -148,6 +154,17 @@ def write_search_outputs(prefix: Path, results: list[SeqResult], vocab, meta: di
     for r in results:
         hyp = to_text(r.labels, vocab)
         seqs[r.tag] = {"hyp": hyp, "labels": r.labels, "score": r.score}
+        if r.nbest:
+            seqs[r.tag]["nbest"] = [
+                {
+                    "hyp": to_text(list(h.labels), vocab),
+                    "labels": list(h.labels),
+                    "score": h.score,
+                    "am_score": h.am_score,
+                    "lm_score": h.lm_score,
+                }
+                for h in r.nbest
+            ]
         if r.ref is not None:
             ref = to_text(r.ref, vocab)
             seqs[r.tag]["ref"] = ref

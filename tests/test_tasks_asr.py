@@ -161,6 +161,20 @@ def test_search_with_the_lm_of_a_run_dir(trained, tmp_path, lm_unit, units):
     assert dict(line.split("\t") for line in hyps) == {f"tiny/{i}": t for i, t in enumerate(TRANSCRIPTS)}
 
 
+def test_search_writes_the_n_best_with_their_scores(trained, tmp_path):
+    lm_dir = write_lm_run(tmp_path / "lm", "char")
+    opts = SearchConfig(dataset="dev", beam_size=4, nbest=3, lm_run_dir=str(lm_dir), lm_weight=0.5)
+    run_task("search", experiment(trained, search=opts))
+    seqs = json.loads((trained / "search" / "dev.epoch.030.json").read_text())["seqs"]
+    for seq in seqs.values():
+        nbest = seq["nbest"]
+        assert len(nbest) == 3 and nbest[0]["hyp"] == seq["hyp"] and nbest[0]["score"] == seq["score"]
+        assert len({tuple(h["labels"]) for h in nbest}) == 3
+        assert [h["score"] for h in nbest] == sorted((h["score"] for h in nbest), reverse=True)
+        for h in nbest:  # the fused score: AM + weight * LM (no length bonus)
+            assert h["score"] == pytest.approx(h["am_score"] + 0.5 * h["lm_score"]) and h["lm_score"] < 0
+
+
 def test_search_option_errors(trained):
     with pytest.raises(ConfigError, match="task.search.dataset: no dataset 'eval' configured"):
         run_task("search", experiment(trained, search=SearchConfig(dataset="eval")))
@@ -168,6 +182,8 @@ def test_search_option_errors(trained):
         run_task("search", experiment(trained, search=SearchConfig(output_layer="out")))
     with pytest.raises(ConfigError, match="task.search.lm_unit: unknown 'words'; known: label, word"):
         run_task("search", experiment(trained, search=SearchConfig(lm_unit="words")))
+    with pytest.raises(ConfigError, match=r"task.search.nbest: 9 must be from 1 to beam_size \(8\)"):
+        run_task("search", experiment(trained, search=SearchConfig(nbest=9)))
     with pytest.raises(ConfigError, match="task.search.lm_run_dir: .*config.yaml not found"):
         run_task("search", experiment(trained, search=SearchConfig(lm_run_dir="/nonexistent")))
 
