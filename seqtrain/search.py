@@ -91,8 +91,7 @@ class WordUnits(LabelUnits):
 
     def __init__(self, vocab: Sequence[str]):
         self.boundary = [is_word_boundary(label) for label in vocab]
-        # text after the label's last boundary: "A" yes, " " no, "▁THE" yes, "▁" no
-        self.opens = [bool(label.replace(BPE_BOUNDARY, " ").split(" ")[-1]) for label in vocab]
+        self.has_text = [bool(word_text(label)) for label in vocab]
 
     def step(self, prefix: Prefix) -> int:
         return int(self.boundary[prefix[-1]] and self._in_word(prefix[:-1]))
@@ -103,7 +102,7 @@ class WordUnits(LabelUnits):
     def _in_word(self, prefix: Prefix) -> bool:
         """Whether the prefix ends in a word, with text after its last boundary."""
         for label in reversed(prefix):
-            if self.opens[label]:
+            if self.has_text[label]:
                 return True
             if self.boundary[label]:
                 return False
@@ -222,6 +221,11 @@ BPE_BOUNDARY = "▁"  # SentencePiece's word-start marker
 def is_word_boundary(label: str) -> bool:
     """Whether a label ends the word before it: the space character, or a BPE piece that starts a word."""
     return label == " " or label.startswith(BPE_BOUNDARY)
+
+
+def word_text(label: str) -> str:
+    """The text a label leaves in the word it ends in: "A" -> "A", " " -> "", "▁THE" -> "THE", "▁" -> ""."""
+    return label.replace(BPE_BOUNDARY, " ").split(" ")[-1]
 
 
 def labels_to_text(labels: Sequence[int], vocab: Sequence[str]) -> str:

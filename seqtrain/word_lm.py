@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from seqtrain.errors import ConfigError
-from seqtrain.search import BPE_BOUNDARY, NEG_INF, Prefix, WordUnits
+from seqtrain.search import BPE_BOUNDARY, NEG_INF, Prefix, WordUnits, word_text
 
 CLITICS = ("n't", "'s", "'re", "'ve", "'ll", "'d", "'m", "'")  # PTB's tokenization, longest first
 SPECIAL = ("<s>", "</s>", "<unk>")
@@ -88,7 +88,7 @@ class WordLM:
                 "(a space label, or BPE pieces starting with '▁')"
             )
         # per label, the text it adds to the word it is in; for a boundary, the text of the word it starts
-        self.text = [label.replace(BPE_BOUNDARY, " ").split(" ")[-1] for label in self.am_vocab]
+        self.text = [word_text(label) for label in self.am_vocab]
         self.opens = [c for c, t in enumerate(self.text) if self.boundary[c] and t]  # "▁THE": starts a word
         self.index = {token: i for i, token in enumerate(lm.vocab)}
         self.unknown = self.index.get("<unk>")
