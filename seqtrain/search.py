@@ -62,22 +62,12 @@ class Hypothesis:
     lm_score: float = 0.0
 
 
-@dataclass
-class _Beam:
-    blank: float = NEG_INF  # log prob of the alignments so far that end in blank
-    label: float = NEG_INF  # ... that end in the prefix's last label
-
-    @property
-    def total(self) -> float:
-        return float(np.logaddexp(self.blank, self.label))
-
-
 class LabelUnits:
     """What the length bonus counts: labels."""
 
-    def step(self, prefix: Prefix) -> int:
-        """Units completed by the prefix's last label."""
-        return 1
+    def steps(self, prefix: Prefix) -> np.ndarray | float:
+        """Units completed by each label [C] appended to the prefix (a number: the same for all)."""
+        return 1.0
 
     def end(self, prefix: Prefix) -> int:
         """Units completed by ending the hypothesis after the prefix."""
@@ -90,11 +80,11 @@ class WordUnits(LabelUnits):
     of the hypothesis follows it, where a word LM scores it."""
 
     def __init__(self, vocab: Sequence[str]):
-        self.boundary = [is_word_boundary(label) for label in vocab]
+        self.boundary = np.array([is_word_boundary(label) for label in vocab], dtype=bool)
         self.has_text = [bool(word_text(label)) for label in vocab]
 
-    def step(self, prefix: Prefix) -> int:
-        return int(self.boundary[prefix[-1]] and self._in_word(prefix[:-1]))
+    def steps(self, prefix: Prefix) -> np.ndarray:
+        return self.boundary.astype(np.float64) if self._in_word(prefix) else np.zeros(len(self.boundary))
 
     def end(self, prefix: Prefix) -> int:
         return int(self._in_word(prefix))
@@ -126,41 +116,78 @@ def ctc_prefix_beam_search(
     lm: shallow fusion, the score of extending a prefix by c adds lm_weight * log P_LM(c | prefix);
     lm_end gives log P_LM(end | prefix) [N], added (times lm_weight) to the final hypotheses.
     length_bonus: added per length unit, per label unless `length_units` counts otherwise (WordUnits).
+
+    Per frame, every extension of every prefix is one entry of an [N, C] array (numpy, not a Python loop
+    over labels); only the beam_size best become prefixes. search_reference.py is the same search written
+    label by label.
     """
     lp = _as_numpy(log_probs)
+    num_labels = lp.shape[1]
     units_of = length_units or LabelUnits()
     if not lm_weight:  # an LM at weight 0 only costs time (and 0 · -inf would be NaN)
         lm, lm_end = None, None
-    beams: dict[Prefix, _Beam] = {(): _Beam(blank=0.0)}
-    # per prefix ever extended to: its LM score and length units, each its parent's plus its last label's
+    # the beam: prefixes and the log prob of their alignments so far that end in blank / in their last label
+    prefixes: list[Prefix] = [()]
+    in_blank, in_label = np.zeros(1), np.full(1, NEG_INF)
+    # per prefix ever in the beam: its LM score and length units, each its parent's plus its last label's
     lm_scores: dict[Prefix, float] = {(): 0.0}
-    units: dict[Prefix, int] = {(): 0}
+    units: dict[Prefix, float] = {(): 0.0}
     lm_cache: dict[Prefix, np.ndarray] = {}
     for frame in lp:
+        total = np.logaddexp(in_blank, in_label)
+        last = np.array([p[-1] if p else -1 for p in prefixes])
+        has_last = last >= 0
+        # staying: a blank, or the last label repeated without a blank in between
+        stay_blank = total + frame[blank]
+        stay_label = np.where(has_last, in_label + frame[np.maximum(last, 0)], NEG_INF)
+        # growing by c: after the same label, only the paths through a blank start a new one
+        grow = total[:, None] + frame[None, :]
+        rows = np.flatnonzero(has_last)
+        grow[rows, last[rows]] = in_blank[rows] + frame[last[rows]]
+        grow[:, ~_extendable(frame, blank, token_beam)] = NEG_INF
+        # a prefix grown into one that is in the beam already joins it
+        position = {p: i for i, p in enumerate(prefixes)}
+        for i, p in enumerate(prefixes):
+            parent = position.get(p[:-1]) if p else None
+            if parent is not None:
+                stay_label[i] = np.logaddexp(stay_label[i], grow[parent, p[-1]])
+                grow[parent, p[-1]] = NEG_INF
+        # rank: acoustic + weighted LM + length bonus; column 0 stays, column 1 + c grows by c
+        base = np.array([lm_weight * lm_scores[p] + length_bonus * units[p] for p in prefixes])
+        lm_rows = None
         if lm is not None:
-            _fill_lm_cache(lm, list(beams), lm_cache)
-        nxt: dict[Prefix, _Beam] = {}
-        for prefix, beam in beams.items():
-            _extend(prefix, beam, frame, blank, _candidates(frame, blank, token_beam), nxt)
-        for prefix in nxt:
-            if prefix not in lm_scores:
-                parent = prefix[:-1]
-                lm_step = float(lm_cache[parent][prefix[-1]]) if lm is not None else 0.0
-                lm_scores[prefix] = lm_scores[parent] + lm_step
-                units[prefix] = units[parent] + units_of.step(prefix)
-
-        def rank(item: tuple[Prefix, _Beam]) -> float:
-            prefix, beam = item
-            return beam.total + lm_weight * lm_scores[prefix] + length_bonus * units[prefix]
-
-        ranked = sorted(nxt.items(), key=rank, reverse=True)  # stable: ties keep their order
-        beams = {p: b for p, b in ranked[:beam_size] if b.total > NEG_INF}
-    prefixes = list(beams)
+            _fill_lm_cache(lm, prefixes, lm_cache)
+            lm_rows = _columns(np.stack([lm_cache[p] for p in prefixes]), num_labels)
+        unit_rows = np.stack([_columns(units_of.steps(p), num_labels) for p in prefixes])
+        rank = np.empty((len(prefixes), num_labels + 1))
+        rank[:, 0] = np.logaddexp(stay_blank, stay_label) + base
+        rank[:, 1:] = grow + base[:, None] + length_bonus * unit_rows
+        if lm_rows is not None:
+            rank[:, 1:] += lm_weight * lm_rows
+        order = np.argsort(-rank, axis=None, kind="stable")[:beam_size]  # ties: beam order, stays first
+        kept_prefixes, kept_blank, kept_label = [], [], []
+        for flat in order.tolist():
+            i, column = divmod(flat, num_labels + 1)
+            if column == 0:
+                prefix, b, lab = prefixes[i], stay_blank[i], stay_label[i]
+            else:
+                c = column - 1
+                parent, prefix, b, lab = prefixes[i], (*prefixes[i], c), NEG_INF, grow[i, c]
+                if prefix not in lm_scores:
+                    lm_scores[prefix] = lm_scores[parent] + (
+                        float(lm_rows[i, c]) if lm_rows is not None else 0.0
+                    )
+                    units[prefix] = units[parent] + float(unit_rows[i, c])
+            if np.logaddexp(b, lab) > NEG_INF:
+                kept_prefixes.append(prefix)
+                kept_blank.append(b)
+                kept_label.append(lab)
+        prefixes, in_blank, in_label = kept_prefixes, np.array(kept_blank), np.array(kept_label)
     end = np.asarray(lm_end(prefixes), dtype=np.float64) if lm_end is not None and prefixes else None
     hyps = []
     for i, prefix in enumerate(prefixes):
         lm_score = lm_scores[prefix] + (float(end[i]) if end is not None else 0.0)
-        am = beams[prefix].total
+        am = float(np.logaddexp(in_blank[i], in_label[i]))
         length = units[prefix] + units_of.end(prefix)
         hyps.append(Hypothesis(prefix, am + lm_weight * lm_score + length_bonus * length, am, lm_score))
     return sorted(hyps, key=lambda h: -h.score)
@@ -172,26 +199,27 @@ def _as_numpy(log_probs) -> np.ndarray:
     return np.asarray(log_probs, dtype=np.float64)
 
 
-def _candidates(frame: np.ndarray, blank: int, token_beam: int | None) -> np.ndarray:
-    labels = np.delete(np.arange(len(frame)), blank)
-    if token_beam is None or token_beam >= len(labels):
-        return labels
-    return labels[np.argsort(-frame[labels], kind="stable")[:token_beam]]
+def _extendable(frame: np.ndarray, blank: int, token_beam: int | None) -> np.ndarray:
+    """[C] bool: the labels prefixes grow by in this frame (all but blank, or the token_beam best)."""
+    allowed = np.ones(len(frame), dtype=bool)
+    allowed[blank] = False
+    if token_beam is not None and token_beam < len(frame) - 1:
+        labels = np.flatnonzero(allowed)
+        allowed[:] = False
+        allowed[labels[np.argsort(-frame[labels], kind="stable")[:token_beam]]] = True
+    return allowed
 
 
-def _extend(
-    prefix: Prefix, beam: _Beam, frame: np.ndarray, blank: int, labels: np.ndarray, nxt: dict
-) -> None:
-    total = beam.total
-    stay = nxt.setdefault(prefix, _Beam())
-    stay.blank = np.logaddexp(stay.blank, total + frame[blank])
-    if prefix:  # the last label repeated without a blank in between stays the same prefix
-        stay.label = np.logaddexp(stay.label, beam.label + frame[prefix[-1]])
-    for c in labels.tolist():
-        # after the same label, only the paths through a blank start a new one
-        source = beam.blank if prefix and c == prefix[-1] else total
-        grown = nxt.setdefault((*prefix, c), _Beam())
-        grown.label = np.logaddexp(grown.label, source + frame[c])
+def _columns(rows: np.ndarray | float, num_labels: int) -> np.ndarray:
+    """rows [..., V] as [..., C]: scores over a vocabulary without the blank CTC appends get a 0 column; a
+    number, the same for every label."""
+    rows = np.asarray(rows, dtype=np.float64)
+    if rows.ndim == 0:
+        return np.full(num_labels, float(rows))
+    if rows.shape[-1] == num_labels:
+        return rows
+    pad = [(0, 0)] * (rows.ndim - 1) + [(0, num_labels - rows.shape[-1])]
+    return np.pad(rows, pad)
 
 
 def _fill_lm_cache(lm: LabelLM, prefixes: list[Prefix], cache: dict) -> None:

@@ -81,7 +81,7 @@ class WordLM:
         self.lm = lm
         self.am_vocab = list(am_vocab)
         self.length_units = WordUnits(self.am_vocab)  # for the search's length bonus
-        self.boundary = np.array(self.length_units.boundary)
+        self.boundary = self.length_units.boundary
         if not self.boundary.any():
             raise ConfigError(
                 "task.search.lm_unit=word: the acoustic model's labels mark no word boundary "

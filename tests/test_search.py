@@ -199,3 +199,40 @@ def test_network_lm_cache_is_bounded():
     np.testing.assert_allclose(  # an evicted ancestor is recomputed from the longest one left (or the start)
         lm.token_log_probs([(1, 1)]), _full_prefix_log_probs(lm.network, [[3, 3]]), rtol=1e-5, atol=1e-6
     )
+
+
+class HashLM:
+    """A LabelLM whose next-label log-probs are a fixed random function of the prefix (no blank column)."""
+
+    def __init__(self, labels: int, seed: int):
+        self.labels, self.seed = labels, seed
+
+    def __call__(self, prefixes):
+        rows = [np.random.default_rng([self.seed, *p]).dirichlet(np.ones(self.labels)) for p in prefixes]
+        return np.log(np.array(rows))
+
+    def end(self, prefixes):
+        return np.array([-0.1 * len(p) for p in prefixes])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_vectorised_search_equals_the_label_by_label_reference(seed):
+    from seqtrain.search import WordUnits
+    from seqtrain.search_reference import prefix_beam_search
+
+    rng = np.random.default_rng(seed)
+    vocab = [" ", "A", "B", "C", "D"]  # blank is class 5, beyond the vocabulary
+    lp = np.log(rng.dirichlet(np.ones(6) * 0.5, size=14))
+    lm = HashLM(len(vocab), seed)
+    for kwargs in [
+        {},
+        {"beam_size": 3, "token_beam": 2},
+        {"lm": lm, "lm_weight": 0.7, "lm_end": lm.end, "length_bonus": 0.4},
+        {"lm": lm, "lm_weight": 0.5, "length_bonus": 1.0, "length_units": WordUnits(vocab)},
+    ]:
+        kwargs = {"beam_size": 6, **kwargs}
+        fast = ctc_prefix_beam_search(lp, blank=5, **kwargs)
+        slow = prefix_beam_search(lp, blank=5, **kwargs)
+        assert [h.labels for h in fast] == [h.labels for h in slow]
+        for a, b in zip(fast, slow):
+            assert (a.score, a.am_score, a.lm_score) == pytest.approx((b.score, b.am_score, b.lm_score))
