@@ -134,27 +134,10 @@ def ctc_prefix_beam_search(
     units: dict[Prefix, float] = {(): 0.0}
     lm_cache: dict[Prefix, np.ndarray] = {}
     for frame in lp:
-        total = np.logaddexp(in_blank, in_label)
-        last = np.array([p[-1] if p else -1 for p in prefixes])
-        has_last = last >= 0
-        # staying: a blank, or the last label repeated without a blank in between
-        stay_blank = total + frame[blank]
-        stay_label = np.where(has_last, in_label + frame[np.maximum(last, 0)], NEG_INF)
-        # growing by c: after the same label, only the paths through a blank start a new one
-        grow = total[:, None] + frame[None, :]
-        rows = np.flatnonzero(has_last)
-        grow[rows, last[rows]] = in_blank[rows] + frame[last[rows]]
-        grow[:, ~_extendable(frame, blank, token_beam)] = NEG_INF
-        # a prefix grown into one that is in the beam already joins it
-        position = {p: i for i, p in enumerate(prefixes)}
-        for i, p in enumerate(prefixes):
-            parent = position.get(p[:-1]) if p else None
-            if parent is not None:
-                stay_label[i] = np.logaddexp(stay_label[i], grow[parent, p[-1]])
-                grow[parent, p[-1]] = NEG_INF
+        stay_blank, stay_label, grow = _advance(prefixes, in_blank, in_label, frame, blank, token_beam)
         # rank: acoustic + weighted LM + length bonus; column 0 stays, column 1 + c grows by c
         base = np.array([lm_weight * lm_scores[p] + length_bonus * units[p] for p in prefixes])
-        lm_rows = None
+        lm_rows = np.zeros_like(grow)
         if lm is not None:
             _fill_lm_cache(lm, prefixes, lm_cache)
             lm_rows = _columns(np.stack([lm_cache[p] for p in prefixes]), num_labels)
@@ -162,27 +145,26 @@ def ctc_prefix_beam_search(
         rank = np.empty((len(prefixes), num_labels + 1))
         rank[:, 0] = np.logaddexp(stay_blank, stay_label) + base
         rank[:, 1:] = grow + base[:, None] + length_bonus * unit_rows
-        if lm_rows is not None:
+        if lm is not None:
             rank[:, 1:] += lm_weight * lm_rows
-        order = np.argsort(-rank, axis=None, kind="stable")[:beam_size]  # ties: beam order, stays first
-        kept_prefixes, kept_blank, kept_label = [], [], []
-        for flat in order.tolist():
+        kept, kept_blank, kept_label = [], [], []
+        for flat in np.argsort(-rank, axis=None, kind="stable")[:beam_size].tolist():  # ties: beam order
             i, column = divmod(flat, num_labels + 1)
             if column == 0:
                 prefix, b, lab = prefixes[i], stay_blank[i], stay_label[i]
             else:
                 c = column - 1
-                parent, prefix, b, lab = prefixes[i], (*prefixes[i], c), NEG_INF, grow[i, c]
+                prefix, b, lab = (*prefixes[i], c), NEG_INF, grow[i, c]
                 if prefix not in lm_scores:
-                    lm_scores[prefix] = lm_scores[parent] + (
-                        float(lm_rows[i, c]) if lm_rows is not None else 0.0
-                    )
-                    units[prefix] = units[parent] + float(unit_rows[i, c])
+                    lm_scores[prefix] = lm_scores[prefixes[i]] + float(lm_rows[i, c])
+                    units[prefix] = units[prefixes[i]] + float(unit_rows[i, c])
             if np.logaddexp(b, lab) > NEG_INF:
-                kept_prefixes.append(prefix)
+                kept.append(prefix)
                 kept_blank.append(b)
                 kept_label.append(lab)
-        prefixes, in_blank, in_label = kept_prefixes, np.array(kept_blank), np.array(kept_label)
+        prefixes, in_blank, in_label = kept, np.array(kept_blank), np.array(kept_label)
+        if not prefixes:
+            break
     end = np.asarray(lm_end(prefixes), dtype=np.float64) if lm_end is not None and prefixes else None
     hyps = []
     for i, prefix in enumerate(prefixes):
@@ -197,6 +179,38 @@ def _as_numpy(log_probs) -> np.ndarray:
     if isinstance(log_probs, torch.Tensor):
         return log_probs.detach().float().cpu().numpy().astype(np.float64)
     return np.asarray(log_probs, dtype=np.float64)
+
+
+def _advance(
+    prefixes: list[Prefix],
+    in_blank: np.ndarray,
+    in_label: np.ndarray,
+    frame: np.ndarray,
+    blank: int,
+    token_beam: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One frame of the CTC prefix recursion: each prefix's log prob of ending in blank and in its last label
+    if it stays [N] (with the grown prefixes merged in that are in the beam already), and of each prefix grown
+    by each label [N, C] (-inf for the blank, labels token_beam leaves out, and the merged ones)."""
+    total = np.logaddexp(in_blank, in_label)
+    last = np.array([p[-1] if p else -1 for p in prefixes], dtype=np.int64)
+    has_last = last >= 0
+    # staying: a blank, or the last label repeated without a blank in between
+    stay_blank = total + frame[blank]
+    stay_label = np.where(has_last, in_label + frame[np.maximum(last, 0)], NEG_INF)
+    # growing by c: after the same label, only the paths through a blank start a new one
+    grow = total[:, None] + frame[None, :]
+    rows = np.flatnonzero(has_last)
+    grow[rows, last[rows]] = in_blank[rows] + frame[last[rows]]
+    grow[:, ~_extendable(frame, blank, token_beam)] = NEG_INF
+    # a prefix grown into one that is in the beam already joins it
+    position = {p: i for i, p in enumerate(prefixes)}
+    for i, p in enumerate(prefixes):
+        parent = position.get(p[:-1]) if p else None
+        if parent is not None:
+            stay_label[i] = np.logaddexp(stay_label[i], grow[parent, p[-1]])
+            grow[parent, p[-1]] = NEG_INF
+    return stay_blank, stay_label, grow
 
 
 def _extendable(frame: np.ndarray, blank: int, token_beam: int | None) -> np.ndarray:
