@@ -17,7 +17,8 @@ import torch
 
 from seqtrain.datasets.base import DataSpec
 from seqtrain.network import Network
-from seqtrain.search import NetworkLM, ctc_prefix_beam_search
+from seqtrain.network_lm import NetworkLM
+from seqtrain.search import ctc_prefix_beam_search
 
 LABELS = [*"ABCDEFGHIJKLMNOPQRSTUVWXYZ' "]  # blank is the last class
 

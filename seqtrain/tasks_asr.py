@@ -18,9 +18,9 @@ import torch
 from seqtrain import checkpoint
 from seqtrain.config import SearchConfig
 from seqtrain.errors import CheckpointError, ConfigError
+from seqtrain.network_lm import NetworkLM
 from seqtrain.search import (
     Hypothesis,
-    NetworkLM,
     beam_search_batch,
     ctc_log_probs,
     greedy_decode,

@@ -74,7 +74,7 @@ class PrefixMass:
 
 
 class WordLM:
-    """`lm`: a search.NetworkLM over the word LM's own vocabulary `lm.vocab` (so its prefixes are LM token
+    """`lm`: a network_lm.NetworkLM over the word LM's own vocabulary `lm.vocab` (so its prefixes are LM token
     ids)."""
 
     def __init__(self, lm, am_vocab: Sequence[str], oov_penalty: float = 0.0, look_ahead: bool = True):

@@ -23,7 +23,7 @@ BIGRAM = {
 
 
 class BigramLM:
-    """What WordLM uses of search.NetworkLM: `vocab`, token_log_probs over LM-token prefixes, `end`."""
+    """What WordLM uses of network_lm.NetworkLM: `vocab`, token_log_probs over LM-token prefixes, `end`."""
 
     end = LM_VOCAB.index("</s>")
 
