@@ -89,6 +89,8 @@ def search(exp) -> None:
         raise ConfigError(f"task.search.lm_unit: unknown {opts.lm_unit!r}; known: label, word")
     if not 1 <= opts.nbest <= opts.beam_size:
         raise ConfigError(f"task.search.nbest: {opts.nbest} must be from 1 to beam_size ({opts.beam_size})")
+    if opts.nbest > 1 and opts.decoder != "beam":
+        raise ConfigError("task.search.nbest: an n-best list needs decoder=beam (greedy gives one)")
     loaded = load_model(exp)
     layer = exp.network.layers[opts.output_layer]
     target = layer.opts.target

@@ -184,6 +184,8 @@ def test_search_option_errors(trained):
         run_task("search", experiment(trained, search=SearchConfig(lm_unit="words")))
     with pytest.raises(ConfigError, match=r"task.search.nbest: 9 must be from 1 to beam_size \(8\)"):
         run_task("search", experiment(trained, search=SearchConfig(nbest=9)))
+    with pytest.raises(ConfigError, match="task.search.nbest: an n-best list needs decoder=beam"):
+        run_task("search", experiment(trained, search=SearchConfig(nbest=2, decoder="greedy")))
     with pytest.raises(ConfigError, match="task.search.lm_run_dir: .*config.yaml not found"):
         run_task("search", experiment(trained, search=SearchConfig(lm_run_dir="/nonexistent")))
 
