@@ -106,6 +106,8 @@ def run(dict_cfg: DictConfig) -> None:
             raise
         log.error("%s", exc)
         sys.exit(2)
+    finally:
+        distributed.shutdown()
 
 
 def main() -> None:

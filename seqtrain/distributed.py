@@ -92,6 +92,13 @@ class DistContext:
             dist.barrier()
 
 
+def shutdown() -> None:
+    """Leaves the process group before the interpreter exits: a group left to interpreter shutdown can abort
+    the process as it tears down (Gloo: "terminate called without an active exception", exit -6)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def configure_rank_logging() -> None:
     """On ranks > 0: only warnings and errors, marked with the rank, still reach the console and the log."""
     rank = env_rank()
