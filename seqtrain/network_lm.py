@@ -45,6 +45,7 @@ class NetworkLM:
         # prefix -> (LM state after <s> + prefix, log P(next LM token | prefix)), least recently used first
         self._cache: OrderedDict[Prefix, tuple[dict, np.ndarray]] = OrderedDict()
         self._cache_size = cache_size
+        self.length_units = None  # the search's length bonus counts labels
 
     def token_log_probs(self, prefixes: list[Prefix]) -> np.ndarray:
         """[N, V_lm] log P(next LM token | <s> + prefix mapped to LM tokens)."""

@@ -143,9 +143,7 @@ def ctc_prefix_beam_search(
         unit_rows = np.stack([_columns(units_of.steps(p), num_labels) for p in prefixes])
         rank = np.empty((len(prefixes), num_labels + 1))
         rank[:, 0] = np.logaddexp(stay_blank, stay_label) + base
-        rank[:, 1:] = grow + base[:, None] + length_bonus * unit_rows
-        if lm is not None:
-            rank[:, 1:] += lm_weight * lm_rows
+        rank[:, 1:] = grow + base[:, None] + length_bonus * unit_rows + lm_weight * lm_rows
         kept, kept_blank, kept_label = [], [], []
         for flat in np.argsort(-rank, axis=None, kind="stable")[:beam_size].tolist():  # ties: beam order
             i, column = divmod(flat, num_labels + 1)

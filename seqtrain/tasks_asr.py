@@ -125,7 +125,7 @@ def decode_dataset(exp, opts: SearchConfig, epoch: int, lm: NetworkLM | WordLM |
                 length_bonus=opts.length_bonus,
                 token_beam=opts.token_beam,
                 lm_end=lm.end_log_probs if lm is not None else None,
-                length_units=lm.length_units if isinstance(lm, WordLM) else None,
+                length_units=lm.length_units if lm is not None else None,
             )
             hyps = [(list(b[0].labels), b[0].score) if b else ([], None) for b in beams]
         refs = references(data, layer.opts.target, batch.num_seqs)

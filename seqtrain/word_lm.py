@@ -80,7 +80,7 @@ class WordLM:
     def __init__(self, lm, am_vocab: Sequence[str], oov_penalty: float = 0.0, look_ahead: bool = True):
         self.lm = lm
         self.am_vocab = list(am_vocab)
-        self.length_units = WordUnits(self.am_vocab)  # for the search's length bonus
+        self.length_units = WordUnits(self.am_vocab)  # the search's length bonus counts words
         self.boundary = self.length_units.boundary
         if not self.boundary.any():
             raise ConfigError(
@@ -105,18 +105,17 @@ class WordLM:
         after = [ctx + tuple(steps) for ctx, steps, _ in plans]  # the context once the word is finished
         extra = (contexts + (after if self.opens else [])) if self.mass else []
         log_probs = self._query(plans, extra)
+        here = self._partials(contexts, splits, log_probs)
         rows = np.zeros((len(prefixes), len(self.am_vocab)))
-        rows[:, self.boundary] = self._word_scores(plans, log_probs)[:, None]
+        rows[:, self.boundary] = _less(self._word_scores(plans, log_probs), here)[:, None]
         if self.mass is None:
             return rows
         for row, ((_, partial), ctx) in enumerate(zip(splits, contexts)):
-            here = self._partial(ctx, partial, log_probs)
-            if here == NEG_INF:  # ruled out already (no <unk>): stays so
+            if here[row] == NEG_INF:  # ruled out already (no <unk>): stays so
                 rows[row] = NEG_INF
                 continue
             for c in np.flatnonzero(~self.boundary):
-                rows[row, c] = self._partial(ctx, partial + self.text[c], log_probs) - here
-            rows[row, self.boundary] -= here
+                rows[row, c] = self._partial(ctx, partial + self.text[c], log_probs) - here[row]
             for c in self.opens:
                 rows[row, c] += self._partial(after[row], self.text[c], log_probs)
         return rows
@@ -128,12 +127,7 @@ class WordLM:
         plans = [self._plan(done, partial, end=True) for done, partial in splits]
         contexts = [ctx for ctx, _, _ in plans]
         log_probs = self._query(plans, contexts if self.mass else [])
-        scores = self._word_scores(plans, log_probs)
-        if self.mass is not None:
-            for row, (ctx, (_, partial)) in enumerate(zip(contexts, splits)):
-                here = self._partial(ctx, partial, log_probs)
-                scores[row] = scores[row] - here if here > NEG_INF else NEG_INF
-        return scores
+        return _less(self._word_scores(plans, log_probs), self._partials(contexts, splits, log_probs))
 
     def split(self, prefix: Prefix) -> tuple[list[str], str]:
         """The finished words of a prefix and the word it is in the middle of ("" after a boundary)."""
@@ -186,6 +180,14 @@ class WordLM:
             ]
         )
 
+    def _partials(self, contexts: list[Prefix], splits, log_probs: dict[Prefix, np.ndarray]) -> np.ndarray:
+        """S of each prefix's partial word [N]: what its labels scored already (0 without look-ahead)."""
+        if self.mass is None:
+            return np.zeros(len(contexts))
+        return np.array(
+            [self._partial(ctx, partial, log_probs) for ctx, (_, partial) in zip(contexts, splits)]
+        )
+
     def _partial(self, context: Prefix, text: str, log_probs: dict[Prefix, np.ndarray]) -> float:
         """S(text): the log-prob of the LM's words that start with it, 0 for no text; where no word does, that
         of an unknown word."""
@@ -196,3 +198,11 @@ class WordLM:
         if mass > NEG_INF:
             return mass
         return float(lp[self.unknown]) - self.oov_penalty if self.unknown is not None else NEG_INF
+
+
+def _less(scores: np.ndarray, here: np.ndarray) -> np.ndarray:
+    """scores - here; -inf where here is (a prefix the LM ruled out stays ruled out)."""
+    out = np.full_like(scores, NEG_INF)
+    alive = here > NEG_INF
+    out[alive] = scores[alive] - here[alive]
+    return out
