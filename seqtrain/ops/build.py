@@ -77,8 +77,12 @@ def sources_hash() -> str:
     """A digest of every csrc/ file and of where they are. torch's JIT loader rebuilds when a .cpp changes
     but not when only a header does, so the digest names the build directory: changed sources never load a
     stale build; and two checkouts do not rebuild each other's (the ninja file names the source paths)."""
-    digest = hashlib.sha256(str(csrc_dir().resolve()).encode())
-    for path in sorted(csrc_dir().iterdir()):
+    return digest_sources(csrc_dir())
+
+
+def digest_sources(src: Path) -> str:
+    digest = hashlib.sha256(str(src.resolve()).encode())
+    for path in sorted(src.iterdir()):
         if path.is_file():
             digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:10]
@@ -113,18 +117,27 @@ def _flags() -> tuple[list[str], list[str]]:
 
 def build(verbose: bool = False) -> ModuleType:
     """Compiles (or loads the cached build of) the extension; raises if that fails."""
+    src, directory = csrc_dir(), build_directory()
+    module = compile_sources(src, f"seqtrain_ops_{variant().replace('-', '_')}", directory, verbose)
+    (directory / _SOURCE_MARK).write_text(str(src.resolve()))
+    prune_stale_builds(directory)
+    return module
+
+
+def compile_sources(src: Path, name: str, directory: Path, verbose: bool = False) -> ModuleType:
+    """Builds the kernel sources in `src` as extension module `name` in `directory` (this machine's flags).
+    Two builds in one process need two names: CPython keeps one extension module per name, and a build
+    loaded under a name already loaded is the first one again (benchmarks/kernel_ab.py names each)."""
     from torch.utils import cpp_extension
 
-    src = csrc_dir()
     sources = sorted(str(p) for p in src.glob("*.cpp"))
     if with_cuda():
         sources += sorted(str(p) for p in src.glob("*.cu"))
-    directory = build_directory()
     directory.mkdir(parents=True, exist_ok=True)
     cflags, cuda_cflags = _flags()
     with _environment_ninja():
-        module = cpp_extension.load(
-            name=f"seqtrain_ops_{variant().replace('-', '_')}",
+        return cpp_extension.load(
+            name=name,
             sources=sources,
             extra_cflags=cflags,
             extra_cuda_cflags=cuda_cflags,
@@ -133,9 +146,6 @@ def build(verbose: bool = False) -> ModuleType:
             build_directory=str(directory),
             verbose=verbose,
         )
-    (directory / _SOURCE_MARK).write_text(str(src.resolve()))
-    prune_stale_builds(directory)
-    return module
 
 
 @contextlib.contextmanager
