@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from seqtrain import distributed, memory
-from seqtrain.config import Config, register_configs
+from seqtrain.config import Config, check_ranges, register_configs
 from seqtrain.errors import ConfigError, SeqtrainError
 
 log = logging.getLogger("seqtrain")
@@ -77,12 +77,14 @@ class Experiment:
 
 
 def to_config(cfg: DictConfig) -> Config:
-    """The typed config object; interpolation errors name the key."""
+    """The typed config object; interpolation errors and numbers out of range name the key."""
     try:
-        return OmegaConf.to_object(cfg)
+        typed = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", "") or ""
         raise ConfigError(f"{key}: {exc.msg}" if key else str(exc)) from None
+    check_ranges(typed)
+    return typed
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -41,7 +41,8 @@ def table(schema: type, prefix: str) -> list[str]:
     hints = typing.get_type_hints(schema, vars(config))
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for f in dataclasses.fields(schema):
-        help_text = f.metadata.get("help", "").replace("|", "\\|")
+        bounds = config.range_text(f)
+        help_text = (f.metadata.get("help", "") + (f" ({bounds})" if bounds else "")).replace("|", "\\|")
         type_name = _type_name(hints[f.name]).replace("|", "\\|")
         rows.append(f"| `{prefix}{f.name}` | {type_name} | {_default(f)} | {help_text} |")
     return rows

@@ -133,6 +133,9 @@ def test_tasks_nop_init_and_initialize_model(tmp_path):
         (["network.layers.output.class=sofmax"], "network.layers.output.class: unknown layer class 'sofmax'"),
         (["dataset.train.seq_ordering=shuffle"], "dataset.train.seq_ordering: invalid 'shuffle'"),
         (["task=eval"], "no checkpoint (train first"),
+        # out of their declared ranges: a negative clip norm flipped the gradients, 0 divided by zero
+        (["engine.gradient_clip_global_norm=-1"], "engine.gradient_clip_global_norm: must be > 0, got -1.0"),
+        (["engine.save_interval=0"], "engine.save_interval: must be >= 1, got 0"),
     ],
 )
 def test_user_errors_exit_2_without_traceback(tmp_path, args, message):
