@@ -23,10 +23,11 @@ def opt(  # noqa: A002  (help)
     *,
     ge: float | None = None,
     gt: float | None = None,
+    lt: float | None = None,
 ) -> Any:
     """A dataclass field with a one-line help (shown in the README's configuration reference) and, for a
-    number, its range: ge (at least) or gt (above); check_ranges enforces them at start-up."""
-    metadata = {"help": help, "ge": ge, "gt": gt}
+    number, its range: ge (at least) or gt (above), and lt (below); check_ranges enforces them."""
+    metadata = {"help": help, "ge": ge, "gt": gt, "lt": lt}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -34,8 +35,9 @@ def opt(  # noqa: A002  (help)
 
 def range_text(f: Field) -> str:
     """A field's declared range as the README shows it ('' for none)."""
-    ge, gt = f.metadata.get("ge"), f.metadata.get("gt")
-    return f">= {ge}" if ge is not None else f"> {gt}" if gt is not None else ""
+    ge, gt, lt = (f.metadata.get(k) for k in ("ge", "gt", "lt"))
+    low = f">= {ge}" if ge is not None else f"> {gt}" if gt is not None else ""
+    return " and ".join(part for part in (low, f"< {lt}" if lt is not None else "") if part)
 
 
 def check_ranges(config: Any, prefix: str = "") -> None:
@@ -46,8 +48,12 @@ def check_ranges(config: Any, prefix: str = "") -> None:
         if is_dataclass(value):
             check_ranges(value, key + ".")
         elif isinstance(value, int | float) and not isinstance(value, bool):
-            ge, gt = f.metadata.get("ge"), f.metadata.get("gt")
-            if (ge is not None and value < ge) or (gt is not None and value <= gt):
+            ge, gt, lt = (f.metadata.get(k) for k in ("ge", "gt", "lt"))
+            if (
+                (ge is not None and value < ge)
+                or (gt is not None and value <= gt)
+                or (lt is not None and value >= lt)
+            ):
                 raise ConfigError(f"{key}: must be {range_text(f)}, got {value}")
 
 

@@ -9,6 +9,7 @@ from typing import Any, Generic, TypeVar
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from seqtrain.config import check_ranges
 from seqtrain.errors import ConfigError
 
 T = TypeVar("T")
@@ -41,7 +42,8 @@ class Registry(Generic[T]):
 
 
 def parse_options(schema: type, options: Mapping[str, Any], where: str) -> Any:
-    """Validate `options` against the dataclass `schema`: unknown keys and wrong types name `where.key`."""
+    """Validate `options` against the dataclass `schema`: unknown keys, wrong types and numbers out of
+    their declared range name `where.key`."""
     known = {f.name for f in dataclasses.fields(schema)}
     for key in options:
         if key not in known:
@@ -58,12 +60,14 @@ def parse_options(schema: type, options: Mapping[str, Any], where: str) -> Any:
         msg = str(exc.msg).splitlines()[0]
         raise ConfigError(f"{where}.{key}: {msg}" if key else f"{where}: {msg}") from None
     try:
-        return OmegaConf.to_object(merged)
+        parsed = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:  # e.g. a MISSING required option
         key = getattr(exc, "full_key", None) or ""
         raise ConfigError(
             f"{where}.{key}: required option not set" if key else f"{where}: {exc.msg}"
         ) from None
+    check_ranges(parsed, f"{where}.")
+    return parsed
 
 
 def _required(schema: type, key: str) -> bool:

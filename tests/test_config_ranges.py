@@ -56,3 +56,20 @@ def test_check_ranges_names_the_full_key(inner, message):
 )
 def test_shipped_presets_are_within_the_declared_ranges(overrides):
     check_ranges(compose(*overrides))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["network.layers.lstm.n_out=-3"], "network.layers.lstm.n_out: must be >= 1, got -3"),
+        (["+network.layers.lstm.dropout=1.0"], "network.layers.lstm.dropout: must be >= 0 and < 1, got 1.0"),
+        (["dataset.train.num_seqs=0"], "dataset.train.num_seqs: must be >= 1, got 0"),
+    ],
+)
+def test_layer_and_dataset_options_are_range_checked_when_built(overrides, message, tmp_path):
+    """Layer and dataset options are checked where their registries parse them, with the same full key."""
+    from seqtrain.app import Experiment
+
+    exp = Experiment(compose(*overrides), tmp_path)
+    with pytest.raises(ConfigError, match=f"^{message}$"):
+        exp.build_network(exp.cfg.network.layers)  # builds the datasets first, for the data's dims

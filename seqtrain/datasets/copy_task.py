@@ -21,8 +21,8 @@ from seqtrain.errors import ConfigError
 @dataclass
 class CopyTaskOptions(GeneratingOptions):
     vocab_size: int = opt(10, "number of symbols (labels 0..vocab_size-1)")
-    min_len: int = opt(1, "shortest sequence")
-    max_len: int = opt(20, "longest sequence (inclusive)")
+    min_len: int = opt(1, "shortest sequence", ge=0)
+    max_len: int = opt(20, "longest sequence (inclusive)", ge=1)
     reverse: bool = opt(False, "target is the input reversed (else: copied)")
 
 

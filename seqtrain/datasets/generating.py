@@ -14,7 +14,7 @@ from seqtrain.datasets.base import Dataset, DatasetOptions, DataSpec
 
 @dataclass
 class GeneratingOptions(DatasetOptions):
-    num_seqs: int = opt(1000, "number of sequences per epoch")
+    num_seqs: int = opt(1000, "number of sequences per epoch", ge=1)
 
 
 class GeneratingDataset(Dataset):

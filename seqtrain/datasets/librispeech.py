@@ -44,12 +44,12 @@ class LibriSpeechOptions(DatasetOptions):
     subsets: list[str] = opt(help="subsets read, in this order", factory=lambda: ["train-clean-100"])
     features: str = opt("fbank", "key data: fbank (log-mel [T, num_mel_bins]) or raw (waveform [N, 1])")
     add_raw: bool = opt(False, "also give the waveform as key raw [N, 1]")
-    sample_rate: int = opt(16000, "expected sample rate; a file with another is an error")
-    num_mel_bins: int = opt(80, "fbank: mel bands")
-    window_ms: float = opt(25.0, "fbank: window length")
-    step_ms: float = opt(10.0, "fbank: frame shift")
-    n_fft: int | None = opt(None, "fbank: FFT size (default: next power of two >= the window)")
-    fmin: float = opt(0.0, "fbank: lowest frequency of the mel filters (Hz)")
+    sample_rate: int = opt(16000, "expected sample rate; a file with another is an error", ge=1)
+    num_mel_bins: int = opt(80, "fbank: mel bands", ge=1)
+    window_ms: float = opt(25.0, "fbank: window length", gt=0)
+    step_ms: float = opt(10.0, "fbank: frame shift", gt=0)
+    n_fft: int | None = opt(None, "fbank: FFT size (default: next power of two >= the window)", ge=1)
+    fmin: float = opt(0.0, "fbank: lowest frequency of the mel filters (Hz)", ge=0)
     fmax: float | None = opt(
         None, "fbank: highest frequency of the mel filters (Hz; default: sample_rate / 2)"
     )
@@ -65,7 +65,7 @@ class LibriSpeechOptions(DatasetOptions):
     vocab_file: str | None = opt(
         None, "chars: vocabulary; derived from train_subsets' transcripts if missing (default: in cache_dir)"
     )
-    bpe_size: int = opt(1000, "bpe: vocabulary size when training the model")
+    bpe_size: int = opt(1000, "bpe: vocabulary size when training the model", ge=1)
     bpe_model: str | None = opt(
         None,
         "bpe: SentencePiece .model; trained on train_subsets' transcripts if missing (default: in cache_dir)",

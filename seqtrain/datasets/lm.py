@@ -40,8 +40,10 @@ class LmOptions(DatasetOptions):
         None,
         "text files to build a missing vocabulary from (default: corpus_file; give the train text for dev)",
     )
-    vocab_min_count: int = opt(1, "building: keep symbols seen at least this often")
-    vocab_max_size: int | None = opt(None, "building: keep the most frequent symbols, specials included")
+    vocab_min_count: int = opt(1, "building: keep symbols seen at least this often", ge=1)
+    vocab_max_size: int | None = opt(
+        None, "building: keep the most frequent symbols, specials included", ge=1
+    )
     unknown_symbol: str | None = opt(
         "<unk>", "stands for symbols not in the vocabulary (null: they are errors)"
     )

@@ -21,14 +21,14 @@ LAYERS = Registry("layer class")
 class LayerOptions:
     """Options every layer has (RETURNN's names); each layer's schema extends this."""
 
-    dropout: float = opt(0.0, "dropout on the layer's input, in training only")
+    dropout: float = opt(0.0, "dropout on the layer's input, in training only", ge=0, lt=1)
     loss: str | None = opt(None, "loss on this layer's output: ce, mse, ctc")
     target: str = opt("classes", "data key the loss compares against")
-    loss_scale: float = opt(1.0, "factor of this loss in the total")
+    loss_scale: float = opt(1.0, "factor of this loss in the total", ge=0)
     loss_opts: dict[str, Any] = opt(factory=dict, help="loss options, e.g. {label_smoothing: 0.1}")
     use_normalized_loss: bool = opt(False, "gradient of the per-frame mean instead of the frame sum")
     is_output_layer: bool = opt(False, "build and run this layer even if nothing reads it")
-    L2: float | None = opt(None, "add L2 * (sum of this layer's squared weights) to the training loss")
+    L2: float | None = opt(None, "add L2 * (sum of this layer's squared weights) to the training loss", ge=0)
 
 
 ACTIVATIONS = {

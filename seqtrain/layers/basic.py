@@ -15,7 +15,7 @@ from seqtrain.tensor import Dim, Tensor
 
 @dataclass
 class LinearOptions(LayerOptions):
-    n_out: int = opt(help="output feature size")
+    n_out: int = opt(help="output feature size", ge=1)
     activation: str | None = opt(None, "relu, tanh, sigmoid, gelu, silu, softmax, log_softmax, ...")
     with_bias: bool = opt(True, "add a bias")
     reuse_params: str | None = opt(None, "share the weight matrix with this linear layer (tied embeddings)")

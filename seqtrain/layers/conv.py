@@ -67,8 +67,8 @@ def check_window(layer: Layer, spec: DataSpec, size: int, stride: int, padding: 
 @dataclass
 class PoolOptions(LayerOptions):
     mode: str = opt("max", "max or avg")
-    pool_size: int = opt(help="frames per window")
-    strides: int | None = opt(None, "frames between windows (default: pool_size, the time reduction)")
+    pool_size: int = opt(help="frames per window", ge=1)
+    strides: int | None = opt(None, "frames between windows (default: pool_size, the time reduction)", ge=1)
     padding: str = opt("same", "same: ceil(len / strides) output frames; valid: only full windows")
 
 
@@ -103,14 +103,14 @@ class PoolLayer(Layer):
 
 @dataclass
 class ConvOptions(LayerOptions):
-    n_out: int = opt(help="output channels (filters)")
+    n_out: int = opt(help="output channels (filters)", ge=1)
     filter_size: list[int] = opt(help="[time] for 1-D, [time, feature] for 2-D convolution")
     strides: list[int] | None = opt(None, "per axis of filter_size (default: 1)")
     dilation_rate: list[int] | None = opt(None, "per axis of filter_size (default: 1)")
     padding: str = opt("same", "same or valid (time as described in layers/conv.py; feature as TF)")
     activation: str | None = opt(None, "relu, tanh, ... (none: linear)")
     with_bias: bool = opt(True, "add a bias")
-    input_channels: int = opt(1, "2-D: the input's feature dim is [feature, channels], channels last")
+    input_channels: int = opt(1, "2-D: the input's feature dim is [feature, channels], channels last", ge=1)
 
 
 @LAYERS.register("conv", ConvOptions)
@@ -225,7 +225,7 @@ class WindowLayer(Layer):
 
 @dataclass
 class StackOptions(LayerOptions):
-    n: int = opt(help="frames stacked into one: frames [t * n, t * n + n) become output frame t")
+    n: int = opt(help="frames stacked into one: frames [t * n, t * n + n) become output frame t", ge=1)
 
 
 @LAYERS.register("stack", StackOptions)

@@ -23,7 +23,7 @@ CHAIN_PIECES = 8  # pieces of the time axis in a pipelined stack of LSTM layers 
 
 @dataclass
 class RecOptions(LayerOptions):
-    n_out: int = opt(help="hidden size")
+    n_out: int = opt(help="hidden size", ge=1)
     unit: str = opt("lstm", "lstm (ours if built, else torch's), nativelstm, standardlstm, gru")
     direction: int = opt(1, "1: forward in time, -1: backward (each sequence from its own last frame)")
 

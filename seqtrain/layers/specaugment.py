@@ -21,12 +21,12 @@ from seqtrain.tensor import Tensor
 
 @dataclass
 class SpecAugmentOptions(LayerOptions):
-    max_time_masks: int = opt(2, "time masks per sequence, at most")
-    min_time_masks: int = opt(1, "time masks per sequence, at least")
-    max_time_mask_width: int = opt(20, "frames per time mask, at most")
-    max_freq_masks: int = opt(2, "frequency masks per sequence, at most")
-    min_freq_masks: int = opt(1, "frequency masks per sequence, at least")
-    max_freq_mask_width: int = opt(10, "feature bins per frequency mask, at most")
+    max_time_masks: int = opt(2, "time masks per sequence, at most", ge=0)
+    min_time_masks: int = opt(1, "time masks per sequence, at least", ge=0)
+    max_time_mask_width: int = opt(20, "frames per time mask, at most", ge=0)
+    max_freq_masks: int = opt(2, "frequency masks per sequence, at most", ge=0)
+    min_freq_masks: int = opt(1, "frequency masks per sequence, at least", ge=0)
+    max_freq_mask_width: int = opt(10, "feature bins per frequency mask, at most", ge=0)
 
 
 def random_masks(lens: torch.Tensor, size: int, min_num: int, max_num: int, max_width: int) -> torch.Tensor:
