@@ -1,8 +1,9 @@
 """The config schema: every user-facing option, declared once with its type, default and help.
 
 Hydra composes `conf/config.yaml` and the groups over these dataclasses, so a typo in a key or a value of
-the wrong type stops at start-up with the key's full path. The free-form parts (the layer dict of `network`,
-the dataset dicts) are validated by their registries when they are built, with the same kind of message.
+the wrong type stops at start-up with the key's full path, and check_ranges does the same for a number outside
+its option's declared range. The free-form parts (the layer dict of `network`, the dataset dicts) are
+validated by their registries when they are built, with the same kind of message.
 """
 
 from __future__ import annotations
