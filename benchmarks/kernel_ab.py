@@ -3,6 +3,7 @@ machine whose speed drifts (this VM's by ±20% over minutes), where two separate
 
 Each directory (a copy of csrc/ with a change) is built under its own extension-module name: CPython keeps
 one extension module per name, so a second build loaded under the first's name silently is the first again.
+Builds are cached by their sources next to seqtrain's own (ab-* in its cache directory; delete at will).
 LSTM sizes as benchmarks/kernels.py (a, b, c) plus `t`, one layer of benchmarks/train_throughput.py's BLSTM.
 Prints each build's median ms and the median of its per-round time ratios to the first build (< 1: faster).
 Usage: python benchmarks/kernel_ab.py csrc /tmp/csrc_changed [--sizes a,c,t] [--reps 15] [--threads 2]
