@@ -34,9 +34,13 @@ def opt(  # noqa: A002  (help)
     return field(default=default, metadata=metadata)
 
 
+def _bounds(f: Field) -> tuple[float | None, float | None, float | None]:
+    return f.metadata.get("ge"), f.metadata.get("gt"), f.metadata.get("lt")
+
+
 def range_text(f: Field) -> str:
     """A field's declared range as the README shows it ('' for none)."""
-    ge, gt, lt = (f.metadata.get(k) for k in ("ge", "gt", "lt"))
+    ge, gt, lt = _bounds(f)
     low = f">= {ge}" if ge is not None else f"> {gt}" if gt is not None else ""
     return " and ".join(part for part in (low, f"< {lt}" if lt is not None else "") if part)
 
@@ -49,7 +53,7 @@ def check_ranges(config: Any, prefix: str = "") -> None:
         if is_dataclass(value):
             check_ranges(value, key + ".")
         elif isinstance(value, int | float) and not isinstance(value, bool):
-            ge, gt, lt = (f.metadata.get(k) for k in ("ge", "gt", "lt"))
+            ge, gt, lt = _bounds(f)
             if (
                 (ge is not None and value < ge)
                 or (gt is not None and value <= gt)

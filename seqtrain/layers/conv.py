@@ -67,8 +67,8 @@ def check_window(layer: Layer, spec: DataSpec, size: int, stride: int, padding: 
 @dataclass
 class PoolOptions(LayerOptions):
     mode: str = opt("max", "max or avg")
-    pool_size: int = opt(help="frames per window", ge=1)
-    strides: int | None = opt(None, "frames between windows (default: pool_size, the time reduction)", ge=1)
+    pool_size: int = opt(help="frames per window")
+    strides: int | None = opt(None, "frames between windows (default: pool_size, the time reduction)")
     padding: str = opt("same", "same: ceil(len / strides) output frames; valid: only full windows")
 
 
@@ -225,7 +225,7 @@ class WindowLayer(Layer):
 
 @dataclass
 class StackOptions(LayerOptions):
-    n: int = opt(help="frames stacked into one: frames [t * n, t * n + n) become output frame t", ge=1)
+    n: int = opt(help="frames stacked into one: frames [t * n, t * n + n) become output frame t")
 
 
 @LAYERS.register("stack", StackOptions)
