@@ -1,7 +1,7 @@
 // CPU side of the LSTM: the elementwise pass of one step (SIMD over units, at::parallel_for over sequence × unit
 // block), and the fused time loops: each thread owns a range of units, computes their four gate columns of
-// the recurrent GEMM (gemm_simd.h, W_hh packed once per call) and right after, while they are in its cache,
-// their cell update; one OpenMP region per call with one barrier per step (see StepBuffers).
+// the recurrent GEMM (gemm_simd.h or gemm_bcast.h, W_hh packed once per call) and right after, while they are
+// in its cache, their cell update; one OpenMP region per call with one barrier per step (see StepBuffers).
 #include <ATen/Parallel.h>
 
 #include <memory>
@@ -12,6 +12,9 @@
 #if defined(__AVX2__) && defined(__FMA__)
 #define SEQTRAIN_SIMD_GEMM
 #include "gemm_simd.h"
+#if defined(__AVX512F__)
+#include "gemm_bcast.h"
+#endif
 #include "parallel_steps.h"
 #endif
 
@@ -50,15 +53,43 @@ namespace {
 
 using Vf = at::vec::Vectorized<float>;
 
-std::unique_ptr<float[]> uninitialized(int64_t n) { return std::unique_ptr<float[]>(new float[n]); }
+// The two recurrent GEMMs behind one interface, over column ranges [n0, n1) that are multiples of kNr.
+struct PanelGemm {  // gemm_simd.h: batch rows broadcast, weight columns in the lanes
+  static int64_t packed_size(int64_t K, int64_t N) { return simd::packed_size(K, N); }
+  static int64_t packed_a_size(int64_t M, int64_t K) { return simd::packed_a_size(M, K); }
+  static void pack_b(const float* w, int64_t s_k, int64_t s_n, int64_t K, int64_t N, float* dst, int64_t n0,
+                     int64_t n1) {
+    simd::pack_b(w, s_k, s_n, K, N, dst, n0 / simd::kNr, n1 / simd::kNr);
+  }
+  static void pack_a(const float* a, int64_t lda, int64_t M, int64_t K, float* dst, int64_t k0, int64_t k1) {
+    simd::pack_a(a, lda, M, K, dst, k0, k1);
+  }
+  static void gemm(const float* a, const float* w, int64_t K, int64_t N, float* c, int64_t ldc, int64_t M,
+                   int64_t n0, int64_t n1) {
+    simd::gemm_panels(a, w, K, N, c, ldc, M, n0 / simd::kNr, n1 / simd::kNr);
+  }
+};
 
-// W packed for the GEMMs of one call: op(W)[k][n] = w[k * s_k + n * s_n], [K, N].
-std::unique_ptr<float[]> pack_weights(const float* w, int64_t s_k, int64_t s_n, int64_t K, int64_t N) {
-  auto packed = uninitialized(simd::packed_size(K, N));
-  at::parallel_for(0, simd::panels(N), 1,
-                   [&](int64_t p0, int64_t p1) { simd::pack_b(w, s_k, s_n, K, N, packed.get(), p0, p1); });
-  return packed;
-}
+#if defined(__AVX512F__)
+#define SEQTRAIN_BCAST_GEMM
+struct BcastGemm {  // gemm_bcast.h: weights broadcast, batch rows in the lanes
+  static int64_t packed_size(int64_t K, int64_t N) { return bcast::packed_size(K, N); }
+  static int64_t packed_a_size(int64_t M, int64_t K) { return bcast::packed_a_size(M, K); }
+  static void pack_b(const float* w, int64_t s_k, int64_t s_n, int64_t K, int64_t, float* dst, int64_t n0,
+                     int64_t n1) {
+    bcast::pack_b(w, s_k, s_n, K, dst, n0, n1);
+  }
+  static void pack_a(const float* a, int64_t lda, int64_t M, int64_t K, float* dst, int64_t k0, int64_t k1) {
+    bcast::pack_a(a, lda, M, K, dst, k0, k1);
+  }
+  static void gemm(const float* a, const float* w, int64_t K, int64_t, float* c, int64_t ldc, int64_t M, int64_t n0,
+                   int64_t n1) {
+    bcast::gemm(a, w, K, c, ldc, M, n0, n1);
+  }
+};
+#endif
+
+std::unique_ptr<float[]> uninitialized(int64_t n) { return std::unique_ptr<float[]>(new float[n]); }
 
 template <typename Span>
 void for_units(int64_t B, int64_t j0, int64_t j1, const Span& span) {
@@ -66,50 +97,80 @@ void for_units(int64_t B, int64_t j0, int64_t j1, const Span& span) {
     for (int64_t j = j0; j < j1; j += Vf::size()) span(b, j, static_cast<int>(std::min<int64_t>(Vf::size(), j1 - j)));
 }
 
-}  // namespace
-
-// The packed A of a step's recurrent GEMM is shared: each thread packs the columns of its own units right
-// after its cell pass wrote them, into the buffer of the next step (StepBuffers).
-bool lstm_fwd_loop_cpu(const LstmFwdLoop& L) {
+// Each thread packs the weight columns of its own units (the only ones its GEMMs read, so no barrier) and,
+// right after its cell pass wrote them, its units' columns of the next step's shared left operand (StepBuffers).
+template <typename G>
+void fwd_loop(const LstmFwdLoop& L) {
   const int64_t B = L.B, H = L.H, N = 4 * H, blocks = H / simd::kNr;
-  if (H % simd::kNr != 0 || B == 0) return false;
-  const auto w = pack_weights(L.w_hh, 1, H, H, N);  // op(W) = W_hh^T [H, 4H]
-  const StepBuffers<float> a(simd::packed_a_size(B, H));  // h_prev
+  const auto w = uninitialized(G::packed_size(H, N));  // op(W) = W_hh^T [H, 4H]
+  const StepBuffers<float> a(G::packed_a_size(B, H));   // h_prev
   parallel_steps(blocks, [&](int64_t u0, int64_t u1, const auto& barrier) {
     const int64_t j0 = u0 * simd::kNr, j1 = u1 * simd::kNr;
-    simd::pack_a(fwd_step(L, 0).h_prev, H, B, H, a[0], j0, j1);
+    for (int64_t q = 0; q < 4; ++q) G::pack_b(L.w_hh, 1, H, H, N, w.get(), q * H + j0, q * H + j1);
+    G::pack_a(fwd_step(L, 0).h_prev, H, B, H, a[0], j0, j1);
     barrier();
     for (int64_t step = 0; step < L.T; ++step) {
       const LstmFwdStep<float> s = fwd_step(L, step);
       const float* next = next_gates(L, step);
-      for (int64_t q = 0; q < 4; ++q) simd::gemm_panels(a[step], w.get(), H, N, s.gates, N, B, q * blocks + u0, q * blocks + u1);
+      for (int64_t q = 0; q < 4; ++q) G::gemm(a[step], w.get(), H, N, s.gates, N, B, q * H + j0, q * H + j1);
       for_units(B, j0, j1, [&](int64_t b, int64_t j, int n) {
         lstm_fwd_span<Vf>(s, b, j, n);
         prefetch_gates(next, b, j, H);
       });
-      if (step + 1 < L.T) simd::pack_a(s.h, H, B, H, a[step + 1], j0, j1);  // s.h: the next step's h_prev
+      if (step + 1 < L.T) G::pack_a(s.h, H, B, H, a[step + 1], j0, j1);  // s.h: the next step's h_prev
       barrier();  // every unit's h packed before the next step's GEMM reads them all
     }
   });
+}
+
+template <typename G>
+void bwd_loop(const LstmBwdLoop& L) {
+  const int64_t B = L.B, H = L.H, N = 4 * H, blocks = H / simd::kNr;
+  const auto w = uninitialized(G::packed_size(N, H));  // op(W) = W_hh [4H, H]
+  const StepBuffers<float> a(G::packed_a_size(B, N));   // the step's gate gradients
+  parallel_steps(blocks, [&](int64_t u0, int64_t u1, const auto& barrier) {
+    const int64_t j0 = u0 * simd::kNr, j1 = u1 * simd::kNr;
+    G::pack_b(L.w_hh, H, 1, N, H, w.get(), j0, j1);
+    for (int64_t step = L.T - 1; step >= 0; --step) {
+      const LstmBwdStep<float> s = bwd_step(L, step);
+      for_units(B, j0, j1, [&](int64_t b, int64_t j, int n) { lstm_bwd_span<Vf>(s, b, j, n); });
+      for (int64_t q = 0; q < 4; ++q) G::pack_a(s.d_gates, N, B, N, a[step], q * H + j0, q * H + j1);
+      barrier();  // every unit's gate gradients before the GEMM that needs them all
+      // dh of this thread's units only, read again by its own next cell pass: no second barrier
+      G::gemm(a[step], w.get(), N, H, s.dh, H, B, j0, j1);
+    }
+  });
+}
+
+// gemm_bcast.h where the batch nearly fills its vectors. In benchmarks/kernel_ab.py against gemm_simd.h alone:
+// (a), (c) (B = 32) forward 0.94–0.97 of the time, forward+backward 0.96–1.05 (median 0.98); (b) (B = 16)
+// 0.97 / 0.98; B = 25 (25 of 32 lanes) 1.05 / 1.05, so partly filled vectors stay with gemm_simd.h.
+bool use_bcast(int64_t B) {
+#ifdef SEQTRAIN_BCAST_GEMM
+  return B >= 16 && 10 * B >= 9 * bcast::lanes(B);
+#else
+  (void)B;
+  return false;
+#endif
+}
+
+}  // namespace
+
+bool lstm_fwd_loop_cpu(const LstmFwdLoop& L) {
+  if (L.H % simd::kNr != 0 || L.B == 0) return false;
+#ifdef SEQTRAIN_BCAST_GEMM
+  if (use_bcast(L.B)) return fwd_loop<BcastGemm>(L), true;
+#endif
+  fwd_loop<PanelGemm>(L);
   return true;
 }
 
 bool lstm_bwd_loop_cpu(const LstmBwdLoop& L) {
-  const int64_t B = L.B, H = L.H, N = 4 * H, blocks = H / simd::kNr;
-  if (H % simd::kNr != 0 || B == 0) return false;
-  const auto w = pack_weights(L.w_hh, H, 1, N, H);  // op(W) = W_hh [4H, H]
-  const StepBuffers<float> a(simd::packed_a_size(B, N));  // the step's gate gradients
-  parallel_steps(blocks, [&](int64_t u0, int64_t u1, const auto& barrier) {
-    const int64_t j0 = u0 * simd::kNr, j1 = u1 * simd::kNr;
-    for (int64_t step = L.T - 1; step >= 0; --step) {
-      const LstmBwdStep<float> s = bwd_step(L, step);
-      for_units(B, j0, j1, [&](int64_t b, int64_t j, int n) { lstm_bwd_span<Vf>(s, b, j, n); });
-      for (int64_t q = 0; q < 4; ++q) simd::pack_a(s.d_gates, N, B, N, a[step], q * H + j0, q * H + j1);
-      barrier();  // every unit's gate gradients before the GEMM that needs them all
-      // dh of this thread's units only, read again by its own next cell pass: no second barrier
-      simd::gemm_panels(a[step], w.get(), N, H, s.dh, H, B, u0, u1);
-    }
-  });
+  if (L.H % simd::kNr != 0 || L.B == 0) return false;
+#ifdef SEQTRAIN_BCAST_GEMM
+  if (use_bcast(L.B)) return bwd_loop<BcastGemm>(L), true;
+#endif
+  bwd_loop<PanelGemm>(L);
   return true;
 }
 #else
