@@ -4,7 +4,7 @@
 // M = 32). Register tile: kRows (14) columns of C × 2 vectors of 16 rows: 28 of the 32 zmm registers
 // accumulate over all of K, and the tile goes to C through a 16×16 in-register transpose, so C keeps the
 // [M, N] layout of the gate buffer. The GEMM alone (C++ timing, M = 32, (a)/(c) shapes, 2 threads): 1.2–1.26×
-// gemm_simd.h's rate; within the LSTM much less. lstm_cpu.cpp picks one of the two per call (use_bcast).
+// gemm_simd.h's rate; within the LSTM much less. lstm_cpu.cpp picks one of the two per call (with_gemm).
 #pragma once
 
 #include <immintrin.h>

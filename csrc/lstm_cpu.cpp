@@ -142,36 +142,28 @@ void bwd_loop(const LstmBwdLoop& L) {
   });
 }
 
-// gemm_bcast.h where the batch nearly fills its vectors. In benchmarks/kernel_ab.py against gemm_simd.h alone:
-// (a), (c) (B = 32) forward 0.94–0.97 of the time, forward+backward 0.96–1.05 (median 0.98); (b) (B = 16)
-// 0.97 / 0.98; B = 25 (25 of 32 lanes) 1.05 / 1.05, so partly filled vectors stay with gemm_simd.h.
-bool use_bcast(int64_t B) {
+// Runs loop(G{}) with the GEMM for this batch (false where the fused loops do not apply): gemm_bcast.h where the
+// batch nearly fills its vectors. In benchmarks/kernel_ab.py against gemm_simd.h alone: (a), (c) (B = 32)
+// forward 0.94–0.97 of the time, forward+backward 0.96–1.05 (median 0.98); (b) (B = 16) 0.97 / 0.98; B = 25 (25
+// of 32 lanes) 1.05 / 1.05, so partly filled vectors stay with gemm_simd.h.
+template <typename Loop, typename Run>
+bool with_gemm(const Loop& L, const Run& loop) {
+  if (L.H % simd::kNr != 0 || L.B == 0) return false;
 #ifdef SEQTRAIN_BCAST_GEMM
-  return B >= 16 && 10 * B >= 9 * bcast::lanes(B);
-#else
-  (void)B;
-  return false;
+  if (L.B >= 16 && 10 * L.B >= 9 * bcast::lanes(L.B)) return loop(BcastGemm{}), true;
 #endif
+  loop(PanelGemm{});
+  return true;
 }
 
 }  // namespace
 
 bool lstm_fwd_loop_cpu(const LstmFwdLoop& L) {
-  if (L.H % simd::kNr != 0 || L.B == 0) return false;
-#ifdef SEQTRAIN_BCAST_GEMM
-  if (use_bcast(L.B)) return fwd_loop<BcastGemm>(L), true;
-#endif
-  fwd_loop<PanelGemm>(L);
-  return true;
+  return with_gemm(L, [&](auto gemm) { fwd_loop<decltype(gemm)>(L); });
 }
 
 bool lstm_bwd_loop_cpu(const LstmBwdLoop& L) {
-  if (L.H % simd::kNr != 0 || L.B == 0) return false;
-#ifdef SEQTRAIN_BCAST_GEMM
-  if (use_bcast(L.B)) return bwd_loop<BcastGemm>(L), true;
-#endif
-  bwd_loop<PanelGemm>(L);
-  return true;
+  return with_gemm(L, [&](auto gemm) { bwd_loop<decltype(gemm)>(L); });
 }
 #else
 bool lstm_fwd_loop_cpu(const LstmFwdLoop&) { return false; }
