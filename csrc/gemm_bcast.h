@@ -36,8 +36,7 @@ inline void pack_b(const float* src, int64_t s_k, int64_t s_n, int64_t K, float*
 
 // Packs columns [k0, k1) of A [M, K] (row stride lda) transposed: dst[k * lanes(M) + m] = A[m][k]. The lanes
 // past M are never written: zero them once (StepBuffers does).
-inline void pack_a(const float* a, int64_t lda, int64_t M, int64_t K, float* dst, int64_t k0, int64_t k1) {
-  (void)K;
+inline void pack_a(const float* a, int64_t lda, int64_t M, float* dst, int64_t k0, int64_t k1) {
   const int64_t lm = lanes(M);
   for (int64_t k = k0; k < k1; ++k)
     for (int64_t m = 0; m < M; ++m) dst[k * lm + m] = a[m * lda + k];

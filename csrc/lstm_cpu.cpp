@@ -79,8 +79,8 @@ struct BcastGemm {  // gemm_bcast.h: weights broadcast, batch rows in the lanes
                      int64_t n1) {
     bcast::pack_b(w, s_k, s_n, K, dst, n0, n1);
   }
-  static void pack_a(const float* a, int64_t lda, int64_t M, int64_t K, float* dst, int64_t k0, int64_t k1) {
-    bcast::pack_a(a, lda, M, K, dst, k0, k1);
+  static void pack_a(const float* a, int64_t lda, int64_t M, int64_t, float* dst, int64_t k0, int64_t k1) {
+    bcast::pack_a(a, lda, M, dst, k0, k1);
   }
   static void gemm(const float* a, const float* w, int64_t K, int64_t, float* c, int64_t ldc, int64_t M, int64_t n0,
                    int64_t n1) {
