@@ -19,27 +19,22 @@ namespace bcast {
 constexpr int kRows = 14;  // columns of C (rows of op(B)ᵀ) per register tile
 
 inline int64_t lanes(int64_t m) { return (m + 15) / 16 * 16; }  // A's rows padded to whole vectors
+// Columns per register tile: kRows for two vectors of rows, twice that where all of A is one vector (M <= 16).
+inline int64_t width(int64_t m) { return lanes(m) == 16 ? 2 * kRows : kRows; }
 inline int64_t packed_size(int64_t k, int64_t n) { return k * n; }
 inline int64_t packed_a_size(int64_t m, int64_t k) { return lanes(m) * k; }
 
-// Packs columns [n0, n1) of B[k][n] = src[k * s_k + n * s_n] in tiles of kRows columns starting at n0 (the last
-// one shorter): the tile at column t holds dst[t * K + k * rows + r] = B[k][t + r]. Ranges packed separately
-// must be multiplied with the same n0 (gemm).
-inline void pack_b(const float* src, int64_t s_k, int64_t s_n, int64_t K, float* dst, int64_t n0, int64_t n1) {
-  for (int64_t t = n0; t < n1; t += kRows) {
-    const int64_t rows = std::min<int64_t>(kRows, n1 - t);
+// Packs columns [n0, n1) of B[k][n] = src[k * s_k + n * s_n] in tiles of tw = width(M) columns starting at n0
+// (the last one shorter): the tile at column t holds dst[t * K + k * rows + r] = B[k][t + r]. Ranges packed
+// separately must be multiplied with the same n0 (gemm).
+inline void pack_b(const float* src, int64_t s_k, int64_t s_n, int64_t K, int64_t tw, float* dst, int64_t n0,
+                   int64_t n1) {
+  for (int64_t t = n0; t < n1; t += tw) {
+    const int64_t rows = std::min<int64_t>(tw, n1 - t);
     float* d = dst + t * K;
     for (int64_t k = 0; k < K; ++k, d += rows)
       for (int64_t r = 0; r < rows; ++r) d[r] = src[k * s_k + (t + r) * s_n];
   }
-}
-
-// Packs columns [k0, k1) of A [M, K] (row stride lda) transposed: dst[k * lanes(M) + m] = A[m][k]. The lanes
-// past M are never written: zero them once (StepBuffers does).
-inline void pack_a(const float* a, int64_t lda, int64_t M, float* dst, int64_t k0, int64_t k1) {
-  const int64_t lm = lanes(M);
-  for (int64_t k = k0; k < k1; ++k)
-    for (int64_t m = 0; m < M; ++m) dst[k * lm + m] = a[m * lda + k];
 }
 
 // Transposes 16 vectors in place: r[i][j] becomes r[j][i].
@@ -66,33 +61,56 @@ inline void transpose16(__m512 r[16]) {
   }
 }
 
-// C[0:m, 0:R] += A[0:m, :]·tile, A packed by pack_a (lane stride lm) from row 0 of this batch tile, NV vectors.
+// Packs columns [k0, k1) of A [M, K] (row stride lda) transposed: dst[k * lanes(M) + m] = A[m][k], in blocks of
+// 16 rows × 16 columns through registers (the scalar copy was 7% of the backward loop at (a)'s sizes). The
+// lanes past M are written as zeros.
+inline void pack_a(const float* a, int64_t lda, int64_t M, float* dst, int64_t k0, int64_t k1) {
+  const int64_t lm = lanes(M);
+  for (int64_t m0 = 0; m0 < M; m0 += 16) {
+    const int rows = static_cast<int>(std::min<int64_t>(16, M - m0));
+    for (int64_t k = k0; k < k1; k += 16) {
+      const int cols = static_cast<int>(std::min<int64_t>(16, k1 - k));
+      const __mmask16 mask = static_cast<__mmask16>((1u << cols) - 1);
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i)
+        r[i] = i < rows ? _mm512_maskz_loadu_ps(mask, a + (m0 + i) * lda + k) : _mm512_setzero_ps();
+      transpose16(r);
+      for (int j = 0; j < cols; ++j) _mm512_storeu_ps(dst + (k + j) * lm + m0, r[j]);
+    }
+  }
+}
+
+// C[0:m, 0:R] += A[0:m, :]·tile, A packed by pack_a (lane stride lm) from row 0 of this batch tile, NV vectors;
+// out through 16×16 transposes of up to 16 columns each.
 template <int R, int NV>
 inline void tile(const float* w, const float* a, int64_t K, int64_t lm, float* c, int64_t ldc, int64_t m) {
   __m512 acc[NV][R];
-#pragma GCC unroll 16
+#pragma GCC unroll 32
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < NV; ++v) acc[v][r] = _mm512_setzero_ps();
 #pragma GCC unroll 2
   for (int64_t k = 0; k < K; ++k, w += R, a += lm) {
     __m512 x[NV];
     for (int v = 0; v < NV; ++v) x[v] = _mm512_loadu_ps(a + 16 * v);
-#pragma GCC unroll 16
+#pragma GCC unroll 32
     for (int r = 0; r < R; ++r) {
       const __m512 wv = _mm512_set1_ps(w[r]);
       for (int v = 0; v < NV; ++v) acc[v][r] = _mm512_fmadd_ps(wv, x[v], acc[v][r]);
     }
   }
-  constexpr __mmask16 mask = static_cast<__mmask16>((1u << R) - 1);
   for (int v = 0; v < NV; ++v) {
-    __m512 t[16];
-#pragma GCC unroll 16
-    for (int r = 0; r < 16; ++r) t[r] = r < R ? acc[v][r] : _mm512_setzero_ps();
-    transpose16(t);
     const int rows = static_cast<int>(std::min<int64_t>(16, m - 16 * v));
-    for (int i = 0; i < rows; ++i) {
-      float* cr = c + (16 * v + i) * ldc;
-      _mm512_mask_storeu_ps(cr, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, cr), t[i]));
+    for (int c0 = 0; c0 < R; c0 += 16) {
+      const int cols = std::min(16, R - c0);
+      const __mmask16 mask = static_cast<__mmask16>((1u << cols) - 1);
+      __m512 t[16];
+#pragma GCC unroll 16
+      for (int r = 0; r < 16; ++r) t[r] = r < cols ? acc[v][c0 + r] : _mm512_setzero_ps();
+      transpose16(t);
+      for (int i = 0; i < rows; ++i) {
+        float* cr = c + (16 * v + i) * ldc + c0;
+        _mm512_mask_storeu_ps(cr, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, cr), t[i]));
+      }
     }
   }
 }
@@ -103,20 +121,23 @@ inline void tile_n(int rows, std::integer_sequence<int, R...>, const float* w, c
   ((rows == R + 1 ? tile<R + 1, NV>(w, a, K, lm, c, ldc, m) : void()), ...);
 }
 
-// C[M, n0:n1) += A[M, K]·B[K, n0:n1), A packed by pack_a, B's columns [n0, n1) by pack_b with the same n0.
+// C[M, n0:n1) += A[M, K]·B[K, n0:n1), A packed by pack_a, B's columns [n0, n1) by pack_b with the same n0 and
+// width(M).
 inline void gemm(const float* a, const float* packed, int64_t K, float* c, int64_t ldc, int64_t M, int64_t n0,
                  int64_t n1) {
-  const int64_t lm = lanes(M);
+  const int64_t lm = lanes(M), tw = width(M);
   for (int64_t m0 = 0; m0 < M; m0 += 32) {
     const int64_t m = std::min<int64_t>(32, M - m0);
-    for (int64_t t = n0; t < n1; t += kRows) {
-      const int rows = static_cast<int>(std::min<int64_t>(kRows, n1 - t));
+    for (int64_t t = n0; t < n1; t += tw) {
+      const int rows = static_cast<int>(std::min<int64_t>(tw, n1 - t));
       const float *w = packed + t * K, *x = a + m0;
       float* ct = c + m0 * ldc + t;
       if (m > 16)
         tile_n<2>(rows, std::make_integer_sequence<int, kRows>{}, w, x, K, lm, ct, ldc, m);
-      else
+      else if (tw == kRows)
         tile_n<1>(rows, std::make_integer_sequence<int, kRows>{}, w, x, K, lm, ct, ldc, m);
+      else
+        tile_n<1>(rows, std::make_integer_sequence<int, 2 * kRows>{}, w, x, K, lm, ct, ldc, m);
     }
   }
 }

@@ -141,19 +141,27 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& x_in, const at::Tensor& 
     }
   });
   const at::Tensor dg = d_gates.view({T * B, 4 * H});
-  // The recurrent-weight gradient is one GEMM over all frames, with the state each frame started from.
-  const at::Tensor h_prev = hs.narrow(0, direction > 0 ? 0 : 1, T).reshape({T * B, H});
-  const at::Tensor x2 = x.reshape({T * B, x.size(2)});
-  const at::Tensor d_bias = dg.sum(0);
-  if (!bf16) {
-    const at::Tensor dx = need_dx ? at::mm(dg, w_ih).view({T, B, x.size(2)}) : at::Tensor();
-    return {dx, at::mm(dg.t(), x2), at::mm(dg.t(), h_prev), d_bias, dh, dc};
+  const at::Tensor h_prev = hs.narrow(0, direction > 0 ? 0 : 1, T);  // the state each frame started from
+  const int64_t in = x.size(2);
+  const at::Tensor g = bf16 ? dg.to(at::kBFloat16) : dg;  // bf16: the GEMMs through oneDNN (AMX), rounded once
+  const auto mm = [bf16](const at::Tensor& a, const at::Tensor& b) {
+    return bf16 ? at::mm(a, b.to(at::kBFloat16)).to(at::kFloat) : at::mm(a, b);
+  };
+  const at::Tensor dx = need_dx ? mm(g, w_ih).view({T, B, in}) : at::Tensor();
+  // The recurrent-weight gradient is one GEMM over all frames. A narrow input's weight and bias gradients join
+  // it, as dg^T · [h_prev | x | 1]: on their own they are products that read all of the 4H-wide dg for little
+  // work ((a) of benchmarks/kernels.py: 56–60 ms joined, 60–88 ms apart; at in >= H/2 no gain).
+  if (4 * in <= H) {
+    at::Tensor rhs = at::empty({T, B, H + in + 1}, x.options());
+    rhs.narrow(2, 0, H).copy_(h_prev);
+    rhs.narrow(2, H, in).copy_(x);
+    rhs.select(2, H + in).fill_(1);
+    const at::Tensor dw = mm(g.t(), rhs.view({T * B, H + in + 1}));
+    return {dx, dw.narrow(1, H, in).contiguous(), dw.narrow(1, 0, H).contiguous(), dw.select(1, H + in).contiguous(),
+            dh, dc};
   }
-  // bf16: the three GEMMs through oneDNN (AMX), operands rounded once.
-  const at::Tensor dg16 = dg.to(at::kBFloat16), dg16_t = dg16.t();
-  auto mm16 = [](const at::Tensor& a, const at::Tensor& b) { return at::mm(a, b.to(at::kBFloat16)).to(at::kFloat); };
-  const at::Tensor dx = need_dx ? mm16(dg16, w_ih).view({T, B, x.size(2)}) : at::Tensor();
-  return {dx, mm16(dg16_t, x2), mm16(dg16_t, h_prev), d_bias, dh, dc};
+  const at::Tensor g_t = g.t();
+  return {dx, mm(g_t, x.view({T * B, in})), mm(g_t, h_prev.reshape({T * B, H})), dg.sum(0), dh, dc};
 }
 
 }  // namespace seqtrain

@@ -75,9 +75,10 @@ struct PanelGemm {  // gemm_simd.h: batch rows broadcast, weight columns in the 
 struct BcastGemm {  // gemm_bcast.h: weights broadcast, batch rows in the lanes
   static int64_t packed_size(int64_t K, int64_t N) { return bcast::packed_size(K, N); }
   static int64_t packed_a_size(int64_t M, int64_t K) { return bcast::packed_a_size(M, K); }
-  static void pack_b(const float* w, int64_t s_k, int64_t s_n, int64_t K, int64_t, float* dst, int64_t n0,
-                     int64_t n1) {
-    bcast::pack_b(w, s_k, s_n, K, dst, n0, n1);
+  int64_t tw;  // bcast::width(B)
+  explicit BcastGemm(int64_t B) : tw(bcast::width(B)) {}
+  void pack_b(const float* w, int64_t s_k, int64_t s_n, int64_t K, int64_t, float* dst, int64_t n0, int64_t n1) const {
+    bcast::pack_b(w, s_k, s_n, K, tw, dst, n0, n1);
   }
   static void pack_a(const float* a, int64_t lda, int64_t M, int64_t, float* dst, int64_t k0, int64_t k1) {
     bcast::pack_a(a, lda, M, dst, k0, k1);
@@ -100,44 +101,44 @@ void for_units(int64_t B, int64_t j0, int64_t j1, const Span& span) {
 // Each thread packs the weight columns of its own units (the only ones its GEMMs read, so no barrier) and,
 // right after its cell pass wrote them, its units' columns of the next step's shared left operand (StepBuffers).
 template <typename G>
-void fwd_loop(const LstmFwdLoop& L) {
+void fwd_loop(const LstmFwdLoop& L, const G& g) {
   const int64_t B = L.B, H = L.H, N = 4 * H, blocks = H / simd::kNr;
-  const auto w = uninitialized(G::packed_size(H, N));  // op(W) = W_hh^T [H, 4H]
-  const StepBuffers<float> a(G::packed_a_size(B, H));   // h_prev
+  const auto w = uninitialized(g.packed_size(H, N));  // op(W) = W_hh^T [H, 4H]
+  const StepBuffers<float> a(g.packed_a_size(B, H));   // h_prev
   parallel_steps(blocks, [&](int64_t u0, int64_t u1, const auto& barrier) {
     const int64_t j0 = u0 * simd::kNr, j1 = u1 * simd::kNr;
-    for (int64_t q = 0; q < 4; ++q) G::pack_b(L.w_hh, 1, H, H, N, w.get(), q * H + j0, q * H + j1);
-    G::pack_a(fwd_step(L, 0).h_prev, H, B, H, a[0], j0, j1);
+    for (int64_t q = 0; q < 4; ++q) g.pack_b(L.w_hh, 1, H, H, N, w.get(), q * H + j0, q * H + j1);
+    g.pack_a(fwd_step(L, 0).h_prev, H, B, H, a[0], j0, j1);
     barrier();
     for (int64_t step = 0; step < L.T; ++step) {
       const LstmFwdStep<float> s = fwd_step(L, step);
       const float* next = next_gates(L, step);
-      for (int64_t q = 0; q < 4; ++q) G::gemm(a[step], w.get(), H, N, s.gates, N, B, q * H + j0, q * H + j1);
+      for (int64_t q = 0; q < 4; ++q) g.gemm(a[step], w.get(), H, N, s.gates, N, B, q * H + j0, q * H + j1);
       for_units(B, j0, j1, [&](int64_t b, int64_t j, int n) {
         lstm_fwd_span<Vf>(s, b, j, n);
         prefetch_gates(next, b, j, H);
       });
-      if (step + 1 < L.T) G::pack_a(s.h, H, B, H, a[step + 1], j0, j1);  // s.h: the next step's h_prev
+      if (step + 1 < L.T) g.pack_a(s.h, H, B, H, a[step + 1], j0, j1);  // s.h: the next step's h_prev
       barrier();  // every unit's h packed before the next step's GEMM reads them all
     }
   });
 }
 
 template <typename G>
-void bwd_loop(const LstmBwdLoop& L) {
+void bwd_loop(const LstmBwdLoop& L, const G& g) {
   const int64_t B = L.B, H = L.H, N = 4 * H, blocks = H / simd::kNr;
-  const auto w = uninitialized(G::packed_size(N, H));  // op(W) = W_hh [4H, H]
-  const StepBuffers<float> a(G::packed_a_size(B, N));   // the step's gate gradients
+  const auto w = uninitialized(g.packed_size(N, H));  // op(W) = W_hh [4H, H]
+  const StepBuffers<float> a(g.packed_a_size(B, N));   // the step's gate gradients
   parallel_steps(blocks, [&](int64_t u0, int64_t u1, const auto& barrier) {
     const int64_t j0 = u0 * simd::kNr, j1 = u1 * simd::kNr;
-    G::pack_b(L.w_hh, H, 1, N, H, w.get(), j0, j1);
+    g.pack_b(L.w_hh, H, 1, N, H, w.get(), j0, j1);
     for (int64_t step = L.T - 1; step >= 0; --step) {
       const LstmBwdStep<float> s = bwd_step(L, step);
       for_units(B, j0, j1, [&](int64_t b, int64_t j, int n) { lstm_bwd_span<Vf>(s, b, j, n); });
-      for (int64_t q = 0; q < 4; ++q) G::pack_a(s.d_gates, N, B, N, a[step], q * H + j0, q * H + j1);
+      for (int64_t q = 0; q < 4; ++q) g.pack_a(s.d_gates, N, B, N, a[step], q * H + j0, q * H + j1);
       barrier();  // every unit's gate gradients before the GEMM that needs them all
       // dh of this thread's units only, read again by its own next cell pass: no second barrier
-      G::gemm(a[step], w.get(), N, H, s.dh, H, B, j0, j1);
+      g.gemm(a[step], w.get(), N, H, s.dh, H, B, j0, j1);
     }
   });
 }
@@ -150,7 +151,7 @@ template <typename Loop, typename Run>
 bool with_gemm(const Loop& L, const Run& loop) {
   if (L.H % simd::kNr != 0 || L.B == 0) return false;
 #ifdef SEQTRAIN_BCAST_GEMM
-  if (L.B >= 16 && 10 * L.B >= 9 * bcast::lanes(L.B)) return loop(BcastGemm{}), true;
+  if (L.B >= 16 && 10 * L.B >= 9 * bcast::lanes(L.B)) return loop(BcastGemm(L.B)), true;
 #endif
   loop(PanelGemm{});
   return true;
@@ -159,11 +160,11 @@ bool with_gemm(const Loop& L, const Run& loop) {
 }  // namespace
 
 bool lstm_fwd_loop_cpu(const LstmFwdLoop& L) {
-  return with_gemm(L, [&](auto gemm) { fwd_loop<decltype(gemm)>(L); });
+  return with_gemm(L, [&](auto gemm) { fwd_loop(L, gemm); });
 }
 
 bool lstm_bwd_loop_cpu(const LstmBwdLoop& L) {
-  return with_gemm(L, [&](auto gemm) { bwd_loop<decltype(gemm)>(L); });
+  return with_gemm(L, [&](auto gemm) { bwd_loop(L, gemm); });
 }
 #else
 bool lstm_fwd_loop_cpu(const LstmFwdLoop&) { return false; }
