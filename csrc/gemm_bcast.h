@@ -1,10 +1,11 @@
 // The recurrent GEMM of the LSTM with the roles of gemm_simd.h swapped (AVX-512 only): C[M, N] += A[M, K]·B[K, N]
 // with the batch (M, in tiles of 32 rows) in the vector lanes and the weights broadcast. Each weight element is read
 // once per step and feeds two FMAs; in gemm_simd.h the weight panel is read once per row tile (three for
-// M = 32). Register tile: kRows (14) columns of C × 2 vectors of 16 rows: 28 of the 32 zmm registers
-// accumulate over all of K, and the tile goes to C through a 16×16 in-register transpose, so C keeps the
-// [M, N] layout of the gate buffer. The GEMM alone (C++ timing, M = 32, (a)/(c) shapes, 2 threads): 1.2–1.26×
-// gemm_simd.h's rate; within the LSTM much less. lstm_cpu.cpp picks one of the two per call (with_gemm).
+// M = 32). Register tile: kRows (14) columns of C × 2 vectors of 16 rows, or 28 columns × 1 vector where M <= 16:
+// 28 of the 32 zmm registers accumulate over all of K, and the tile goes to C through 16×16 in-register
+// transposes, so C keeps the [M, N] layout of the gate buffer. The GEMM alone (C++ timing, M = 32, (a)/(c)
+// shapes, 2 threads): 1.2–1.26× gemm_simd.h's rate; within the LSTM much less. lstm_cpu.cpp picks one of the
+// two per call (with_gemm).
 #pragma once
 
 #include <immintrin.h>

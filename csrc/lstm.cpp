@@ -151,14 +151,16 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& x_in, const at::Tensor& 
   // The recurrent-weight gradient is one GEMM over all frames. A narrow input's weight and bias gradients join
   // it, as dg^T · [h_prev | x | 1]: on their own they are products that read all of the 4H-wide dg for little
   // work ((a) of benchmarks/kernels.py: 56–60 ms joined, 60–88 ms apart; at in >= H/2 no gain).
+  // (bf16: no column of ones, the bias gradient stays a float32 sum.)
   if (4 * in <= H) {
-    at::Tensor rhs = at::empty({T, B, H + in + 1}, x.options());
+    const int64_t ones = bf16 ? 0 : 1;
+    at::Tensor rhs = at::empty({T, B, H + in + ones}, x.options());
     rhs.narrow(2, 0, H).copy_(h_prev);
     rhs.narrow(2, H, in).copy_(x);
-    rhs.select(2, H + in).fill_(1);
-    const at::Tensor dw = mm(g.t(), rhs.view({T * B, H + in + 1}));
-    return {dx, dw.narrow(1, H, in).contiguous(), dw.narrow(1, 0, H).contiguous(), dw.select(1, H + in).contiguous(),
-            dh, dc};
+    if (ones) rhs.select(2, H + in).fill_(1);
+    const at::Tensor dw = mm(g.t(), rhs.view({T * B, H + in + ones}));
+    const at::Tensor d_bias = ones ? dw.select(1, H + in).contiguous() : dg.sum(0);
+    return {dx, dw.narrow(1, H, in).contiguous(), dw.narrow(1, 0, H).contiguous(), d_bias, dh, dc};
   }
   const at::Tensor g_t = g.t();
   return {dx, mm(g_t, x.view({T * B, in})), mm(g_t, h_prev.reshape({T * B, H})), dg.sum(0), dh, dc};
