@@ -25,19 +25,6 @@ inline int64_t width(int64_t m) { return lanes(m) == 16 ? 2 * kRows : kRows; }
 inline int64_t packed_size(int64_t k, int64_t n) { return k * n; }
 inline int64_t packed_a_size(int64_t m, int64_t k) { return lanes(m) * k; }
 
-// Packs columns [n0, n1) of B[k][n] = src[k * s_k + n * s_n] in tiles of tw = width(M) columns starting at n0
-// (the last one shorter): the tile at column t holds dst[t * K + k * rows + r] = B[k][t + r]. Ranges packed
-// separately must be multiplied with the same n0 (gemm).
-inline void pack_b(const float* src, int64_t s_k, int64_t s_n, int64_t K, int64_t tw, float* dst, int64_t n0,
-                   int64_t n1) {
-  for (int64_t t = n0; t < n1; t += tw) {
-    const int64_t rows = std::min<int64_t>(tw, n1 - t);
-    float* d = dst + t * K;
-    for (int64_t k = 0; k < K; ++k, d += rows)
-      for (int64_t r = 0; r < rows; ++r) d[r] = src[k * s_k + (t + r) * s_n];
-  }
-}
-
 // Transposes 16 vectors in place: r[i][j] becomes r[j][i].
 inline void transpose16(__m512 r[16]) {
   __m512 t[16];
@@ -59,6 +46,43 @@ inline void transpose16(__m512 r[16]) {
   for (int j = 0; j < 8; ++j) {
     r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
     r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xdd);
+  }
+}
+
+// Packs columns [n0, n1) of B[k][n] = src[k * s_k + n * s_n] in tiles of tw = width(M) columns starting at n0
+// (the last one shorter): the tile at column t holds dst[t * K + k * rows + r] = B[k][t + r]. Ranges packed
+// separately must be multiplied with the same n0 (gemm). Vector copies where a tile's row is contiguous
+// (s_n = 1), 16×16 register transposes where its columns are (s_k = 1): the scalar copy of (c)'s 16 MB W_hh
+// took 3–5 ms a call.
+inline void pack_b(const float* src, int64_t s_k, int64_t s_n, int64_t K, int64_t tw, float* dst, int64_t n0,
+                   int64_t n1) {
+  for (int64_t t = n0; t < n1; t += tw) {
+    const int64_t rows = std::min<int64_t>(tw, n1 - t);
+    float* d = dst + t * K;
+    if (s_n == 1) {
+      for (int64_t k = 0; k < K; ++k, d += rows)
+        for (int64_t r = 0; r < rows; r += 16) {
+          const __mmask16 mask = static_cast<__mmask16>((1u << std::min<int64_t>(16, rows - r)) - 1);
+          _mm512_mask_storeu_ps(d + r, mask, _mm512_maskz_loadu_ps(mask, src + k * s_k + t + r));
+        }
+    } else if (s_k == 1) {
+      for (int64_t r0 = 0; r0 < rows; r0 += 16) {
+        const int nr = static_cast<int>(std::min<int64_t>(16, rows - r0));
+        const __mmask16 out = static_cast<__mmask16>((1u << nr) - 1);
+        for (int64_t k = 0; k < K; k += 16) {
+          const int nk = static_cast<int>(std::min<int64_t>(16, K - k));
+          const __mmask16 in = static_cast<__mmask16>((1u << nk) - 1);
+          __m512 v[16];
+          for (int i = 0; i < 16; ++i)
+            v[i] = i < nr ? _mm512_maskz_loadu_ps(in, src + k + (t + r0 + i) * s_n) : _mm512_setzero_ps();
+          transpose16(v);
+          for (int j = 0; j < nk; ++j) _mm512_mask_storeu_ps(d + (k + j) * rows + r0, out, v[j]);
+        }
+      }
+    } else {
+      for (int64_t k = 0; k < K; ++k, d += rows)
+        for (int64_t r = 0; r < rows; ++r) d[r] = src[k * s_k + (t + r) * s_n];
+    }
   }
 }
 
