@@ -49,13 +49,14 @@ inline void transpose16(__m512 r[16]) {
   }
 }
 
-// Packs columns [n0, n1) of B[k][n] = src[k * s_k + n * s_n] in tiles of tw = width(M) columns starting at n0
-// (the last one shorter): the tile at column t holds dst[t * K + k * rows + r] = B[k][t + r]. Ranges packed
-// separately must be multiplied with the same n0 (gemm). Vector copies where a tile's row is contiguous
+// Packs columns [n0, n1) of B[k][n] = src[k * s_k + n * s_n] for a product with M rows of A, in tiles of
+// width(M) columns starting at n0 (the last one shorter): the tile at column t holds dst[t * K + k * rows + r] =
+// B[k][t + r]. Ranges packed separately must be multiplied with the same n0 and M (gemm). Vector copies where a tile's row is contiguous
 // (s_n = 1), 16×16 register transposes where its columns are (s_k = 1): the scalar copy of (c)'s 16 MB W_hh
 // took 3–5 ms a call.
-inline void pack_b(const float* src, int64_t s_k, int64_t s_n, int64_t K, int64_t tw, float* dst, int64_t n0,
+inline void pack_b(const float* src, int64_t s_k, int64_t s_n, int64_t K, int64_t M, float* dst, int64_t n0,
                    int64_t n1) {
+  const int64_t tw = width(M);
   for (int64_t t = n0; t < n1; t += tw) {
     const int64_t rows = std::min<int64_t>(tw, n1 - t);
     float* d = dst + t * K;
@@ -146,8 +147,7 @@ inline void tile_n(int rows, std::integer_sequence<int, R...>, const float* w, c
   ((rows == R + 1 ? tile<R + 1, NV>(w, a, K, lm, c, ldc, m) : void()), ...);
 }
 
-// C[M, n0:n1) += A[M, K]·B[K, n0:n1), A packed by pack_a, B's columns [n0, n1) by pack_b with the same n0 and
-// width(M).
+// C[M, n0:n1) += A[M, K]·B[K, n0:n1), A packed by pack_a, B's columns [n0, n1) by pack_b with the same n0 and M.
 inline void gemm(const float* a, const float* packed, int64_t K, float* c, int64_t ldc, int64_t M, int64_t n0,
                  int64_t n1) {
   const int64_t lm = lanes(M), tw = width(M);

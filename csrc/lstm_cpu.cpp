@@ -75,10 +75,9 @@ struct PanelGemm {  // gemm_simd.h: batch rows broadcast, weight columns in the 
 struct BcastGemm {  // gemm_bcast.h: weights broadcast, batch rows in the lanes
   static int64_t packed_size(int64_t K, int64_t N) { return bcast::packed_size(K, N); }
   static int64_t packed_a_size(int64_t M, int64_t K) { return bcast::packed_a_size(M, K); }
-  int64_t tw;  // bcast::width(B)
-  explicit BcastGemm(int64_t B) : tw(bcast::width(B)) {}
+  int64_t B;  // the batch, which sets the packed tiles' width
   void pack_b(const float* w, int64_t s_k, int64_t s_n, int64_t K, int64_t, float* dst, int64_t n0, int64_t n1) const {
-    bcast::pack_b(w, s_k, s_n, K, tw, dst, n0, n1);
+    bcast::pack_b(w, s_k, s_n, K, B, dst, n0, n1);
   }
   static void pack_a(const float* a, int64_t lda, int64_t M, int64_t, float* dst, int64_t k0, int64_t k1) {
     bcast::pack_a(a, lda, M, dst, k0, k1);
@@ -143,15 +142,15 @@ void bwd_loop(const LstmBwdLoop& L, const G& g) {
   });
 }
 
-// Runs loop(G{}) with the GEMM for this batch (false where the fused loops do not apply): gemm_bcast.h where the
-// batch nearly fills its vectors. In benchmarks/kernel_ab.py against gemm_simd.h alone: (a), (c) (B = 32)
+// Runs loop(gemm) with the GEMM policy for this batch (false where the fused loops do not apply): gemm_bcast.h
+// where the batch nearly fills its vectors. In benchmarks/kernel_ab.py against gemm_simd.h alone: (a), (c) (B = 32)
 // forward 0.94–0.97 of the time, forward+backward 0.96–1.05 (median 0.98); (b) (B = 16) 0.97 / 0.98; B = 25 (25
 // of 32 lanes) 1.05 / 1.05, so partly filled vectors stay with gemm_simd.h.
 template <typename Loop, typename Run>
 bool with_gemm(const Loop& L, const Run& loop) {
   if (L.H % simd::kNr != 0 || L.B == 0) return false;
 #ifdef SEQTRAIN_BCAST_GEMM
-  if (L.B >= 16 && 10 * L.B >= 9 * bcast::lanes(L.B)) return loop(BcastGemm(L.B)), true;
+  if (L.B >= 16 && 10 * L.B >= 9 * bcast::lanes(L.B)) return loop(BcastGemm{L.B}), true;
 #endif
   loop(PanelGemm{});
   return true;

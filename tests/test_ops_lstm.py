@@ -55,7 +55,8 @@ def assert_close(ours, theirs, what):
 # (B, H): H = 6 runs the generic per-step loop; multiples of the panel width (16 with AVX2, 32 with AVX-512)
 # the fused CPU loop: with gemm_simd.h in uneven row tiles (13 = 7 + 6, 25 = 9 + 8 + 8) and a single row; with
 # AVX-512 and a batch that nearly fills its vectors with gemm_bcast.h (16; 31 of 32 lanes; 47 = 32 + 15) and
-# unit ranges that end in short tiles (H = 64: 32 units a thread, 14 + 14 + 4; H = 96: 64 and 32 units).
+# unit ranges that end in short tiles (H = 64: 32 units a thread, 28 + 4 at B = 16; H = 96: 64 and 32 units in
+# tiles of 14).
 SHAPES = [(4, 6), (13, 32), (10, 48), (25, 64), (1, 32), (16, 64), (31, 96), (47, 32)]
 
 
