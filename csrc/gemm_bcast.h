@@ -51,9 +51,9 @@ inline void transpose16(__m512 r[16]) {
 
 // Packs columns [n0, n1) of B[k][n] = src[k * s_k + n * s_n] for a product with M rows of A, in tiles of
 // width(M) columns starting at n0 (the last one shorter): the tile at column t holds
-// dst[t * K + k * rows + r] = B[k][t + r]. Ranges packed separately must be multiplied with the same n0 and M. Vector copies where a tile's row is contiguous
-// (s_n = 1), 16×16 register transposes where its columns are (s_k = 1): the scalar copy of (c)'s 16 MB W_hh
-// took 3–5 ms a call.
+// dst[t * K + k * rows + r] = B[k][t + r]. Ranges packed separately must be multiplied with the same n0 and M.
+// Vector copies where a tile's row is contiguous (s_n = 1), 16×16 register transposes where its columns are
+// (s_k = 1), scalar copies otherwise: the scalar copy of (c)'s 16 MB W_hh took 3–5 ms a call.
 inline void pack_b(const float* src, int64_t s_k, int64_t s_n, int64_t K, int64_t M, float* dst, int64_t n0,
                    int64_t n1) {
   const int64_t tw = width(M);
