@@ -8,6 +8,7 @@
 
 #include "vec_math.h"  // before lstm.h: its templates must see the Vectorized overloads
 #include "lstm.h"
+#include "loop_timers.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #define SEQTRAIN_SIMD_GEMM
@@ -106,19 +107,25 @@ void fwd_loop(const LstmFwdLoop& L, const G& g) {
   const StepBuffers<float> a(g.packed_a_size(B, H));   // h_prev
   parallel_steps(blocks, [&](int64_t u0, int64_t u1, const auto& barrier) {
     const int64_t j0 = u0 * simd::kNr, j1 = u1 * simd::kNr;
+    LapTimer lap;
     for (int64_t q = 0; q < 4; ++q) g.pack_b(L.w_hh, 1, H, H, N, w.get(), q * H + j0, q * H + j1);
     g.pack_a(fwd_step(L, 0).h_prev, H, B, H, a[0], j0, j1);
     barrier();
+    lap(Phase::fwd_pack_w);
     for (int64_t step = 0; step < L.T; ++step) {
       const LstmFwdStep<float> s = fwd_step(L, step);
       const float* next = next_gates(L, step);
       for (int64_t q = 0; q < 4; ++q) g.gemm(a[step], w.get(), H, N, s.gates, N, B, q * H + j0, q * H + j1);
+      lap(Phase::fwd_gemm);
       for_units(B, j0, j1, [&](int64_t b, int64_t j, int n) {
         lstm_fwd_span<Vf>(s, b, j, n);
         prefetch_gates(next, b, j, H);
       });
+      lap(Phase::fwd_cells);
       if (step + 1 < L.T) g.pack_a(s.h, H, B, H, a[step + 1], j0, j1);  // s.h: the next step's h_prev
+      lap(Phase::fwd_pack_a);
       barrier();  // every unit's h packed before the next step's GEMM reads them all
+      lap(Phase::fwd_barrier);
     }
   });
 }
@@ -130,14 +137,20 @@ void bwd_loop(const LstmBwdLoop& L, const G& g) {
   const StepBuffers<float> a(g.packed_a_size(B, N));   // the step's gate gradients
   parallel_steps(blocks, [&](int64_t u0, int64_t u1, const auto& barrier) {
     const int64_t j0 = u0 * simd::kNr, j1 = u1 * simd::kNr;
+    LapTimer lap;
     g.pack_b(L.w_hh, H, 1, N, H, w.get(), j0, j1);
+    lap(Phase::bwd_pack_w);
     for (int64_t step = L.T - 1; step >= 0; --step) {
       const LstmBwdStep<float> s = bwd_step(L, step);
       for_units(B, j0, j1, [&](int64_t b, int64_t j, int n) { lstm_bwd_span<Vf>(s, b, j, n); });
+      lap(Phase::bwd_cells);
       for (int64_t q = 0; q < 4; ++q) g.pack_a(s.d_gates, N, B, N, a[step], q * H + j0, q * H + j1);
+      lap(Phase::bwd_pack_a);
       barrier();  // every unit's gate gradients before the GEMM that needs them all
+      lap(Phase::bwd_barrier);
       // dh of this thread's units only, read again by its own next cell pass: no second barrier
       g.gemm(a[step], w.get(), N, H, s.dh, H, B, j0, j1);
+      lap(Phase::bwd_gemm);
     }
   });
 }

@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -124,10 +125,13 @@ def build(verbose: bool = False) -> ModuleType:
     return module
 
 
-def compile_sources(src: Path, name: str, directory: Path, verbose: bool = False) -> ModuleType:
-    """Builds the kernel sources in `src` as extension module `name` in `directory` (this machine's flags).
-    Two builds in one process need two names: CPython keeps one extension module per name, and a build
-    loaded under a name already loaded is the first one again (benchmarks/kernel_ab.py names each)."""
+def compile_sources(
+    src: Path, name: str, directory: Path, verbose: bool = False, defines: Sequence[str] = ()
+) -> ModuleType:
+    """Builds the kernel sources in `src` as extension module `name` in `directory` (this machine's flags,
+    plus -D of each of `defines`). Two builds in one process need two names: CPython keeps one extension
+    module per name, and a build loaded under a name already loaded is the first one again
+    (benchmarks/kernel_ab.py names each)."""
     from torch.utils import cpp_extension
 
     sources = sorted(str(p) for p in src.glob("*.cpp"))
@@ -135,6 +139,7 @@ def compile_sources(src: Path, name: str, directory: Path, verbose: bool = False
         sources += sorted(str(p) for p in src.glob("*.cu"))
     directory.mkdir(parents=True, exist_ok=True)
     cflags, cuda_cflags = _flags()
+    cflags = cflags + [f"-D{d}" for d in defines]
     with _environment_ninja():
         return cpp_extension.load(
             name=name,
@@ -183,6 +188,14 @@ def prune_stale_builds(current: Path) -> list[Path]:
         shutil.rmtree(other, ignore_errors=True)
         removed.append(other)
     return removed
+
+
+def loop_timers_module() -> ModuleType:
+    """The kernels built with SEQTRAIN_LOOP_TIMERS (phase times of the fused CPU loops, lstm_loop_phases;
+    benchmarks/lstm_phases.py), cached beside the default build; raises where it cannot be built."""
+    src = csrc_dir()
+    directory = build_directory().parent / f"timers-{variant()}-{digest_sources(src)}"
+    return compile_sources(src, "seqtrain_ops_timers", directory, defines=["SEQTRAIN_LOOP_TIMERS"])
 
 
 @functools.cache
