@@ -20,6 +20,7 @@ enum class Phase : int { fwd_pack_w, fwd_gemm, fwd_cells, fwd_pack_a, fwd_barrie
 constexpr std::array<const char*, static_cast<int>(Phase::count)> kPhaseNames = {
     "fwd_pack_w", "fwd_gemm", "fwd_cells", "fwd_pack_a", "fwd_barrier",
     "bwd_pack_w", "bwd_cells", "bwd_pack_a", "bwd_barrier", "bwd_gemm"};
+static_assert(kPhaseNames.back() != nullptr, "every Phase needs a name in kPhaseNames");
 
 #ifdef SEQTRAIN_LOOP_TIMERS
 constexpr bool kLoopTimers = true;
